@@ -1,0 +1,33 @@
+"""cads_hf: Computational-budget-Aware Data Selection (CADS) for `transformers.Trainer`."""
+
+from .budget import ComputeBudget
+from .config import CADSConfig
+from .final_training import train_for_budget, train_on_mixture
+from .mixture import Mixture
+from .objective import REWARDS, PenaltyReward, Reward, StepStatistics
+from .policies import BernoulliPolicy, TruncatedGaussianPolicy
+from .sources import SourceMixtureSampler, SourceSet, StratifiedSourceSampler, selected_indices
+from .surrogate import LossSurrogate
+from .trainer import CADSTrainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CADSConfig",
+    "CADSTrainer",
+    "ComputeBudget",
+    "LossSurrogate",
+    "Mixture",
+    "PenaltyReward",
+    "REWARDS",
+    "Reward",
+    "StepStatistics",
+    "BernoulliPolicy",
+    "TruncatedGaussianPolicy",
+    "SourceMixtureSampler",
+    "SourceSet",
+    "StratifiedSourceSampler",
+    "selected_indices",
+    "train_for_budget",
+    "train_on_mixture",
+]

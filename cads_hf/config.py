@@ -1,0 +1,161 @@
+"""`CADSConfig`: the training arguments of a compute-budget-aware data selection run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+BUDGET_UNITS = ("samples", "tokens")
+SELECTION_LEVELS = ("source", "example")
+SURROGATE_KINDS = ("spline", "loglinear")
+NONFINITE_POLICIES = ("skip", "stop")
+
+
+@dataclass
+class CADSConfig(TrainingArguments):
+    r"""
+    Configuration for [`CADSTrainer`]: everything of [`~transformers.TrainingArguments`] plus the selection search.
+
+    The trainer searches, under the penalty objective of the CADS paper (eq. 7-9), for the data that a model trained
+    for exactly `compute_budget` should see: a ratio per source (CADS-S, `selection_level="source"`) or an inclusion
+    score per example (CADS-E, `selection_level="example"`). `max_steps` / `num_train_epochs` set the length of the
+    *search*; the budget is the cost of the *final* training run on the selected data.
+
+    Parameters:
+        compute_budget (`float`):
+            Compute of the final training run, in `budget_unit`s. With `"samples"` one unit is one forward and backward
+            pass of one example (the paper's "sample usages"); 10 epochs over 1,000 examples is 10,000.
+        budget_unit (`str`, defaults to `"samples"`):
+            `"samples"` or `"tokens"` (language models: one unit is one trained token).
+        selection_level (`str`, defaults to `"source"`):
+            `"source"` learns one ratio per named source (CADS-S, truncated Gaussian policy, eq. 11); `"example"`
+            learns one inclusion probability per example (CADS-E, Bernoulli policy, eq. 3).
+        reward (`str`, defaults to `"validation"`):
+            How each sampled selection is scored. `"penalty"` is the paper's estimator, exactly eq. 7-9 (the model
+            trains on validation + penalty; needs the surrogate). `"validation"` scores a selection by the drop in
+            validation loss that a step on it would bring (first order, <g_val, g_u> per unit) while the model trains
+            on the sampled selections; no surrogate needed. With the paper's estimator L_val cancels under the
+            self-critical baseline, so only the penalty moves s (see README, "Which reward").
+        penalty_alpha (`float`, defaults to `1.0`):
+            Weight alpha of the penalty `(L_trn - l(|m|))^2` in eq. 7.
+        num_ratio_samples (`int`, defaults to `4`):
+            K, the selections sampled per step. All K share one forward pass, so a step costs the same for any K.
+        sigma_init (`float`, defaults to `0.1`):
+            Initial scale sigma_0 of the truncated Gaussian policy (CADS-S).
+        sigma_decay (`float`, defaults to `0.99`):
+            sigma_t = sigma_0 * sigma_decay^t, t counted in selection updates (outer steps).
+        sigma_min (`float`, defaults to `1e-3`):
+            Floor of sigma. Without it sigma reaches 1e-5 after 1,000 updates and the score (r - s) / sigma^2
+            explodes; set 0 to reproduce the paper's schedule exactly.
+        selection_learning_rate (`float`, defaults to `5e-2`):
+            Learning rate of the Adam optimizer on the selection parameters s (the paper's value).
+        selection_grad_clip (`float`, defaults to `1.0`):
+            Maximum L2 norm of the s-gradient before the Adam step; 0 disables clipping.
+        selection_update_interval (`int`, defaults to `1`):
+            Optimizer steps of the model per selection update (one outer step). Schedules (sigma) count outer steps.
+        ratio_init (`float`, defaults to `0.5`):
+            Initial s for every source (CADS-S) or example (CADS-E); the paper uses 0.2-0.8.
+        min_ratio (`float`, defaults to `0.0`):
+            Lower bound of s. Keep 0 so a pure-noise source can be dropped entirely.
+        surrogate_fractions (`list[float]`, defaults to `[0.05, 0.1, 0.3, 0.5, 0.9]`):
+            Subset fractions at which the surrogate l(n) is measured (paper §C; 5 points suffice, Table 8).
+        surrogate_kind (`str`, defaults to `"spline"`):
+            `"spline"` (cubic spline in log space, the paper's choice) or `"loglinear"`.
+        selection_eval_batch_size (`int`, *optional*):
+            Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
+        nonfinite_loss (`str`, defaults to `"skip"`):
+            What a NaN or infinite loss does to the selection: `"skip"` drops that step's update (counted in the
+            logs as `selection/skipped_steps`), `"stop"` raises.
+    """
+
+    compute_budget: float | None = field(
+        default=None,
+        metadata={"help": "Compute of the final training run in `budget_unit`s (e.g. 10 epochs of 1,000 examples = 10000)."},
+    )
+    budget_unit: str = field(
+        default="samples",
+        metadata={"help": "Unit of the budget: 'samples' (forward+backward of one example) or 'tokens'."},
+    )
+    selection_level: str = field(
+        default="source",
+        metadata={"help": "'source' learns a ratio per source (CADS-S); 'example' a score per example (CADS-E)."},
+    )
+    reward: str = field(
+        default="validation",
+        metadata={"help": "How sampled selections are scored: 'validation' (default) or 'penalty' (paper eq. 7-9)."},
+    )
+    penalty_alpha: float = field(default=1.0, metadata={"help": "Weight alpha of the penalty term in eq. 7."})
+    num_ratio_samples: int = field(
+        default=4, metadata={"help": "K, selections sampled per step; they share one forward pass."}
+    )
+    sigma_init: float = field(default=0.1, metadata={"help": "Initial scale of the truncated Gaussian (CADS-S)."})
+    sigma_decay: float = field(default=0.99, metadata={"help": "Per-outer-step decay of sigma (paper: 0.99)."})
+    sigma_min: float = field(default=1e-3, metadata={"help": "Floor of sigma; 0 reproduces the paper's schedule."})
+    selection_learning_rate: float = field(default=5e-2, metadata={"help": "Adam learning rate on s (paper: 5e-2)."})
+    selection_grad_clip: float = field(
+        default=1.0, metadata={"help": "Maximum L2 norm of the s-gradient; 0 disables clipping."}
+    )
+    selection_update_interval: int = field(
+        default=1, metadata={"help": "Model optimizer steps per selection update (one outer step)."}
+    )
+    ratio_init: float = field(default=0.5, metadata={"help": "Initial s of every source or example."})
+    min_ratio: float = field(default=0.0, metadata={"help": "Lower bound of s; 0 lets a source be dropped."})
+    surrogate_fractions: list[float] = field(
+        default_factory=lambda: [0.05, 0.1, 0.3, 0.5, 0.9],
+        metadata={"help": "Subset fractions at which the surrogate loss curve is measured."},
+    )
+    surrogate_kind: str = field(
+        default="spline", metadata={"help": "Surrogate fit in log space: 'spline' (cubic) or 'loglinear'."}
+    )
+    selection_eval_batch_size: int | None = field(
+        default=None, metadata={"help": "Validation examples per step for L_val; default per_device_eval_batch_size."}
+    )
+    nonfinite_loss: str = field(
+        default="skip", metadata={"help": "On a NaN/inf loss: 'skip' the selection update (counted) or 'stop'."}
+    )
+
+    def __post_init__(self):
+        self._validate_selection_fields()
+        if self.selection_eval_batch_size is None:
+            self.selection_eval_batch_size = self.per_device_eval_batch_size
+        super().__post_init__()
+
+    def _validate_selection_fields(self) -> None:
+        def check(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"CADSConfig.{name} must be {expected}, got {getattr(self, name)!r}.")
+
+        check(
+            self.compute_budget is None or (math.isfinite(self.compute_budget) and self.compute_budget > 0),
+            "compute_budget",
+            "a positive finite number",
+        )
+        check(self.budget_unit in BUDGET_UNITS, "budget_unit", f"one of {BUDGET_UNITS}")
+        check(self.selection_level in SELECTION_LEVELS, "selection_level", f"one of {SELECTION_LEVELS}")
+        from .objective import REWARDS  # the reward registry lives beside the rewards
+
+        check(self.reward in REWARDS, "reward", f"one of {tuple(REWARDS)}")
+        check(math.isfinite(self.penalty_alpha) and self.penalty_alpha >= 0, "penalty_alpha", ">= 0")
+        check(self.num_ratio_samples >= 2, "num_ratio_samples", ">= 2 (the self-critical baseline needs two)")
+        check(0 < self.sigma_init <= 1, "sigma_init", "in (0, 1]")
+        check(0 < self.sigma_decay <= 1, "sigma_decay", "in (0, 1]")
+        check(0 <= self.sigma_min <= self.sigma_init, "sigma_min", "in [0, sigma_init]")
+        check(self.selection_learning_rate > 0, "selection_learning_rate", "> 0")
+        check(self.selection_grad_clip >= 0, "selection_grad_clip", ">= 0")
+        check(self.selection_update_interval >= 1, "selection_update_interval", ">= 1")
+        check(0 <= self.min_ratio < 1, "min_ratio", "in [0, 1)")
+        check(self.min_ratio <= self.ratio_init <= 1, "ratio_init", "in [min_ratio, 1]")
+        check(
+            len(self.surrogate_fractions) >= 2 and all(0 < f <= 1 for f in self.surrogate_fractions),
+            "surrogate_fractions",
+            "at least two fractions in (0, 1]",
+        )
+        check(self.surrogate_kind in SURROGATE_KINDS, "surrogate_kind", f"one of {SURROGATE_KINDS}")
+        check(
+            self.selection_eval_batch_size is None or self.selection_eval_batch_size >= 1,
+            "selection_eval_batch_size",
+            ">= 1",
+        )
+        check(self.nonfinite_loss in NONFINITE_POLICIES, "nonfinite_loss", f"one of {NONFINITE_POLICIES}")

@@ -1,0 +1,105 @@
+"""Train a fresh model on a fixed selection for exactly a compute budget, with plain `transformers.Trainer`.
+
+This is the run every comparison uses: the learned mixture, the static baselines, the surrogate's subset runs and
+Bilevel-CADS's inner runs all go through it, so they all spend the budget the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainingArguments
+
+from .budget import ComputeBudget
+from .sources import SourceMixtureSampler, SourceSet
+
+
+class SequenceDataset(Dataset):
+    """A dataset read in a given order: row i is `dataset[order[i]]`.
+
+    Materializing the sampler's sequence lets a plain Trainer (with sequential sampling, one epoch) consume exactly
+    the budget, and lets accelerate shard it across processes like any dataset.
+    """
+
+    def __init__(self, dataset, order: Sequence[int]):
+        self.dataset, self.order = dataset, np.asarray(order, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index: int):
+        return self.dataset[int(self.order[index])]
+
+
+def plain_training_args(args: TrainingArguments, **overrides) -> TrainingArguments:
+    """The `TrainingArguments` part of `args` (a `CADSConfig` or any subclass), with overrides."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
+    values.update(overrides)
+    return TrainingArguments(**values)
+
+
+def inner_run_overrides(output_dir: str) -> dict:
+    """Arguments of a run nested inside a search (surrogate points, bilevel inner runs): its own folder, no
+    checkpoints, no reporting, no progress bar."""
+    return {"output_dir": output_dir, "save_strategy": "no", "report_to": "none", "push_to_hub": False, "disable_tqdm": True}
+
+
+def example_lengths(source_set: SourceSet) -> np.ndarray:
+    """Tokens per example, from a `length` column or else the length of `input_ids`."""
+    try:
+        return source_set.column("length")
+    except (KeyError, ValueError):
+        return np.concatenate([[len(ids) for ids in source["input_ids"]] for source in source_set.sources])
+
+
+def budget_sequence(
+    source_set: SourceSet, ratios: Sequence[float], budget: ComputeBudget, seed: int
+) -> SourceMixtureSampler:
+    """The sampler that spends `budget` on D_r."""
+    if budget.unit == "tokens":
+        return SourceMixtureSampler(
+            source_set.sizes, ratios, seed=seed, lengths=example_lengths(source_set), num_tokens=budget.amount
+        )
+    return SourceMixtureSampler(source_set.sizes, ratios, num_samples=budget.num_samples(), seed=seed)
+
+
+def train_for_budget(
+    model,
+    dataset,
+    order: Sequence[int],
+    args: TrainingArguments,
+    args_overrides: dict | None = None,
+    **trainer_kwargs,
+) -> Trainer:
+    """Train `model` with a plain Trainer on `dataset` read in `order`, one pass: exactly len(order) examples."""
+    plain_args = plain_training_args(
+        args, **(args_overrides or {}), train_sampling_strategy="sequential", num_train_epochs=1, max_steps=-1
+    )
+    trainer = Trainer(model=model, args=plain_args, train_dataset=SequenceDataset(dataset, order), **trainer_kwargs)
+    trainer.train()
+    return trainer
+
+
+def train_on_mixture(
+    model,
+    sources: Mapping[str, Dataset] | SourceSet,
+    ratios: Sequence[float] | Mapping[str, float],
+    budget: ComputeBudget,
+    args: TrainingArguments,
+    **trainer_kwargs,
+) -> Trainer:
+    """Train a fresh `model` on D_r (the fraction r_j of each source) for exactly `budget`.
+
+    `ratios` is a sequence in source order or a mapping from source name to ratio (for example `Mixture.ratios`).
+    """
+    source_set = sources if isinstance(sources, SourceSet) else SourceSet(sources)
+    if isinstance(ratios, Mapping):
+        missing = [name for name in source_set.names if name not in ratios]
+        if missing:
+            raise ValueError(f"No ratio given for source(s) {missing}.")
+        ratios = [ratios[name] for name in source_set.names]
+    sampler = budget_sequence(source_set, ratios, budget, seed=args.seed)
+    return train_for_budget(model, source_set, list(sampler), args, **trainer_kwargs)

@@ -1,0 +1,191 @@
+"""Named data sources, the selected subset D_r, and the samplers that feed Trainer from them.
+
+Every sampler yields one global sequence of indices, deterministic given (seed, epoch), so every process computes
+the same sequence; accelerate then hands each process its own shard of the batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset, Sampler
+
+SOURCE_ID = "source_id"
+
+
+class SourceSet(Dataset):
+    """Several named sources seen as one indexable dataset; each row is tagged with its `source_id`.
+
+    Rows are read from the sources themselves (no copy), so formats and transforms set on a source (for example
+    `datasets.Dataset.with_transform`) stay in effect.
+    """
+
+    def __init__(self, sources: Mapping[str, Sequence]):
+        if not isinstance(sources, Mapping) or not sources:
+            raise ValueError("sources must be a non-empty mapping of source name -> dataset.")
+        for name, source in sources.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"Source names must be non-empty strings, got {name!r}.")
+            if len(source) == 0:
+                raise ValueError(f"Source {name!r} is empty: every source needs at least one example.")
+        self._check_columns(sources)
+        self.names = list(sources)
+        self.sources = [sources[name] for name in self.names]
+        self.sizes = [len(source) for source in self.sources]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+
+    @staticmethod
+    def _check_columns(sources: Mapping[str, Sequence]) -> None:
+        columns = {name: getattr(source, "column_names", None) for name, source in sources.items()}
+        known = {name: set(cols) for name, cols in columns.items() if cols is not None}
+        if not known:
+            return
+        first_name, first = next(iter(known.items()))
+        for name, cols in known.items():
+            if SOURCE_ID in cols:
+                raise ValueError(f"Source {name!r} already has a {SOURCE_ID!r} column; the trainer adds it.")
+            if cols != first:
+                raise ValueError(
+                    f"Source {name!r} has columns {sorted(cols)} but source {first_name!r} has {sorted(first)}; "
+                    f"missing in {name!r}: {sorted(first - cols)}, extra: {sorted(cols - first)}."
+                )
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(source id, index inside that source) of a global index."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} examples.")
+        source = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return source, int(index - self.offsets[source])
+
+    def __getitem__(self, index: int) -> dict:
+        source, local = self.locate(int(index))
+        return {**self.sources[source][local], SOURCE_ID: source}
+
+    def source_ids(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.sizes)), self.sizes)
+
+    def column(self, name: str) -> np.ndarray:
+        """One column of every source, concatenated (e.g. `length` for token budgets)."""
+        return np.concatenate([np.asarray(source[name]) for source in self.sources])
+
+
+def _permutation(n: int, seed: int, *salt: int) -> np.ndarray:
+    return np.random.default_rng([seed, *salt]).permutation(n)
+
+
+def selected_indices(source_sizes: Sequence[int], ratios: Sequence[float], seed: int) -> list[np.ndarray]:
+    """D_r: for each source j, the first round(r_j |D_j|) examples of a seeded permutation (local indices).
+
+    Subsets are nested: raising r_j only adds examples, so nearby ratios select nearby data.
+    """
+    if len(ratios) != len(source_sizes):
+        raise ValueError(f"Got {len(ratios)} ratios for {len(source_sizes)} sources.")
+    chosen = []
+    for j, (size, ratio) in enumerate(zip(source_sizes, ratios)):
+        if not 0.0 <= float(ratio) <= 1.0:
+            raise ValueError(f"Ratio of source {j} must lie in [0, 1], got {ratio}.")
+        chosen.append(_permutation(size, seed, j)[: int(round(float(ratio) * size))])
+    if sum(len(c) for c in chosen) == 0:
+        raise ValueError(f"Ratios {list(map(float, ratios))} select no data from sources of sizes {list(source_sizes)}.")
+    return chosen
+
+
+class SourceMixtureSampler(Sampler[int]):
+    """Draws from D_r, the fraction r_j of each source j, for exactly a budget.
+
+    Epochs over D_r are reshuffled each pass and the sequence stops when the budget is spent: `num_samples`
+    examples, or with `lengths` (tokens per example) once `num_tokens` tokens have been drawn. The last example may
+    cross the token budget; it is the only overshoot.
+    """
+
+    def __init__(
+        self,
+        source_sizes: Sequence[int],
+        ratios: Sequence[float],
+        num_samples: int | None = None,
+        seed: int = 0,
+        lengths: Sequence[int] | None = None,
+        num_tokens: float | None = None,
+    ):
+        if (num_samples is None) == (num_tokens is None):
+            raise ValueError("Give exactly one of num_samples or num_tokens.")
+        if num_tokens is not None and lengths is None:
+            raise ValueError("A token budget needs the token length of every example.")
+        offsets = np.concatenate([[0], np.cumsum(source_sizes)])
+        local = selected_indices(source_sizes, ratios, seed)
+        self.indices = np.concatenate([offsets[j] + idx for j, idx in enumerate(local)]).astype(np.int64)
+        self.seed = seed
+        if num_tokens is not None:
+            num_samples = self._samples_for_tokens(np.asarray(lengths), num_tokens)
+        if num_samples < 1:
+            raise ValueError(f"The budget pays for no example (num_samples={num_samples}).")
+        self.num_samples = int(num_samples)
+
+    def _order(self, pass_index: int) -> np.ndarray:
+        return self.indices[_permutation(len(self.indices), self.seed, 1_000_003, pass_index)]
+
+    def _samples_for_tokens(self, lengths: np.ndarray, num_tokens: float) -> int:
+        total, count, pass_index = 0.0, 0, 0
+        while True:
+            cumulative = total + np.cumsum(lengths[self._order(pass_index)])
+            crossing = int(np.searchsorted(cumulative, num_tokens, side="left"))
+            if crossing < len(cumulative):
+                return count + crossing + 1
+            total, count, pass_index = float(cumulative[-1]), count + len(cumulative), pass_index + 1
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        emitted, pass_index = 0, 0
+        while emitted < self.num_samples:
+            for index in self._order(pass_index)[: self.num_samples - emitted]:
+                yield int(index)
+                emitted += 1
+            pass_index += 1
+
+
+class StratifiedSourceSampler(Sampler[int]):
+    """The search's sampler: every consecutive block of `batch_size` indices holds every source equally.
+
+    Each source's mean loss is then measured in every batch, which is what lets one forward pass score any ratio
+    vector (DESIGN §3). Each source cycles through its own reshuffled order, so small sources repeat sooner.
+    """
+
+    def __init__(self, source_sizes: Sequence[int], batch_size: int, num_samples: int | None = None, seed: int = 0):
+        if batch_size < len(source_sizes):
+            raise ValueError(
+                f"The per-device batch size ({batch_size}) must be at least the number of sources "
+                f"({len(source_sizes)}) so that every batch measures every source."
+            )
+        self.source_sizes = list(source_sizes)
+        self.offsets = np.concatenate([[0], np.cumsum(self.source_sizes)])
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.num_samples = int(num_samples if num_samples is not None else self.offsets[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.source_sizes)
+        cursors = [0] * n
+        orders = [_permutation(size, self.seed, j, self.epoch, 0) for j, size in enumerate(self.source_sizes)]
+        laps = [0] * n
+        for position in range(self.num_samples):
+            block, slot = divmod(position, self.batch_size)
+            # Rotate which sources get the leftover slots so that no source is favoured across batches.
+            j = (slot + block) % n
+            if cursors[j] == len(orders[j]):
+                laps[j] += 1
+                orders[j] = _permutation(self.source_sizes[j], self.seed, j, self.epoch, laps[j])
+                cursors[j] = 0
+            yield int(self.offsets[j] + orders[j][cursors[j]])
+            cursors[j] += 1
+

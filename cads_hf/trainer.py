@@ -1,0 +1,490 @@
+"""`CADSTrainer`: a `transformers.Trainer` whose loss is the CADS objective and which learns what data to select.
+
+Each step draws a batch stratified over sources, measures per-source (CADS-S) or per-example (CADS-E) losses and
+the validation loss in one forward pass each, scores K sampled selections with the configured reward, trains the
+model on the mean objective (eq. 8) and the selection parameters s by REINFORCE (eq. 9) with their own Adam.
+The trainer wraps `super()`; the math lives in `policies`, `objective` and `surrogate`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint
+
+from .budget import ComputeBudget
+from .config import CADSConfig
+from .final_training import budget_sequence, example_lengths, inner_run_overrides, train_for_budget
+from .io import atomic_torch_save
+from .losses import example_losses
+from .mixture import Mixture
+from .objective import REWARDS, PenaltyReward, Reward, StepStatistics, evaluate_objective, reinforce_gradient
+from .policies import BernoulliPolicy, TruncatedGaussianPolicy
+from .sources import SOURCE_ID, SourceSet, StratifiedSourceSampler
+from .surrogate import SURROGATE_NAME, LossSurrogate
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE_ID = "example_id"
+SELECTION_STATE_NAME = "selection_state.pt"
+# Finite-difference step along the unit validation gradient; small against weight norms, large against fp32 noise.
+ALIGNMENT_STEP = 1e-2
+
+
+class _TaggedSourceSet(SourceSet):
+    """A `SourceSet` whose rows also carry their global index, which CADS-E needs to read its mask bits."""
+
+    def __getitem__(self, index: int) -> dict:
+        return {**super().__getitem__(index), EXAMPLE_ID: int(index)}
+
+
+@dataclass
+class _UnitTotals:
+    """Loss sums per unit: this process's (differentiable) and all processes' totals (detached)."""
+
+    local_sums: torch.Tensor
+    global_sums: torch.Tensor
+    global_counts: torch.Tensor
+    local_slice: slice
+
+    def global_means(self) -> torch.Tensor:
+        measured = self.global_counts > 0
+        return torch.where(measured, self.global_sums / self.global_counts.clamp_min(1), torch.zeros_like(self.global_sums))
+
+    def linearize(self, grad_of_means: torch.Tensor) -> torch.Tensor:
+        """sum_u d(objective)/d(mean_u) * (this process's share of mean_u): its gradient is this process's part of
+        the objective's gradient."""
+        coefficients = grad_of_means[self.local_slice] / self.global_counts[self.local_slice].clamp_min(1).cpu()
+        return (coefficients.to(self.local_sums.device, self.local_sums.dtype) * self.local_sums).sum()
+
+
+class SelectionAbort(RuntimeError):
+    """Raised when `nonfinite_loss="stop"` and a step's loss is NaN or infinite."""
+
+
+class CADSTrainer(Trainer):
+    """Learns source ratios (CADS-S) or example scores (CADS-E) for a compute budget while training a model.
+
+    Args:
+        model: the model to search with (a `PreTrainedModel` or an `nn.Module` returning `logits`).
+        args: a [`CADSConfig`].
+        sources: named training sources, `{name: dataset}`; CADS-E also accepts a single dataset.
+        eval_dataset: the validation set whose loss the selection minimizes (required).
+        surrogate: a fitted [`LossSurrogate`] for the penalty reward; collected before the search when omitted.
+        reward: a [`Reward`] instance overriding `args.reward`.
+        per_example_loss: `fn(outputs, labels) -> (loss_sums, term_counts)`; by default derived from the logits
+            (causal LM or classifier, see `cads_hf.losses`).
+        **kwargs: everything else `transformers.Trainer` takes (`data_collator`, `processing_class`, `callbacks`...).
+    """
+
+    def __init__(
+        self,
+        model=None,
+        args: CADSConfig | None = None,
+        sources: Mapping | None = None,
+        eval_dataset=None,
+        surrogate: LossSurrogate | None = None,
+        reward: Reward | None = None,
+        per_example_loss: Callable | None = None,
+        **kwargs,
+    ):
+        if not isinstance(args, CADSConfig):
+            raise TypeError(f"CADSTrainer needs args=CADSConfig(...), got {type(args).__name__}.")
+        if "train_dataset" in kwargs:
+            raise TypeError("CADSTrainer takes `sources={name: dataset}` instead of `train_dataset`.")
+        if args.compute_budget is None:
+            raise ValueError("CADSConfig.compute_budget must be set: the compute of the final training run.")
+        if eval_dataset is None or len(eval_dataset) == 0:
+            raise ValueError("CADSTrainer needs a non-empty validation set (`eval_dataset`): the selection minimizes its loss.")
+        if args.selection_level == "example" and not isinstance(sources, Mapping):
+            sources = {"train": sources}
+        self.source_set = _TaggedSourceSet(sources)
+        self._initial_model_state = copy.deepcopy(model.state_dict()) if model is not None else None
+        super().__init__(model=model, args=args, train_dataset=self.source_set, eval_dataset=eval_dataset, **kwargs)
+        # Our loss is a per-batch mean: let Trainer divide it by the gradient accumulation steps.
+        self.loss_is_scaled_for_ga = False
+
+        self.budget = ComputeBudget(args.compute_budget, args.budget_unit)
+        mean_tokens = float(example_lengths(self.source_set).mean()) if args.budget_unit == "tokens" else None
+        self.budget.check_covers_batch(self._global_batch_size(), mean_tokens)
+        self.per_example_loss = per_example_loss or example_losses
+        if args.selection_level == "source":
+            self.policy = TruncatedGaussianPolicy(
+                self.source_set.sizes, args.ratio_init, args.sigma_init, args.sigma_decay, args.sigma_min, args.min_ratio
+            )
+        else:
+            self.policy = BernoulliPolicy(len(self.source_set), init=args.ratio_init)
+        self.selection_optimizer = torch.optim.Adam([self.policy.s], lr=args.selection_learning_rate)
+        self.surrogate = surrogate
+        self._reward_override = reward
+        self.reward: Reward | None = None
+        self._selection_grad = torch.zeros_like(self.policy.s)
+        self._selection_metrics: dict[str, list[float]] = defaultdict(list)
+        self._selection_counters = {"outer_steps": 0, "optimizer_steps": 0, "skipped_steps": 0, "micro_steps": 0}
+        self._val_collator = None
+
+    # ----------------------------------------------------------------------------------------------------- set-up
+    def _global_batch_size(self) -> int:
+        return self.args.per_device_train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        # The selection tags must survive Trainer's column pruning; compute_loss pops them before the forward.
+        for column in (SOURCE_ID, EXAMPLE_ID):
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
+
+    def _get_train_sampler(self, train_dataset=None):
+        return StratifiedSourceSampler(
+            self.source_set.sizes, self.args.per_device_train_batch_size, seed=self.args.seed
+        )
+
+    def _build_reward(self) -> Reward:
+        if self._reward_override is not None:
+            return self._reward_override
+        reward_cls = REWARDS[self.args.reward]
+        if reward_cls is PenaltyReward:
+            return PenaltyReward(self.surrogate, self.args.penalty_alpha)
+        return reward_cls()
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if self._reward_override is None and REWARDS[self.args.reward].needs_surrogate and self.surrogate is None:
+            checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
+            if checkpoint is not None and os.path.isfile(os.path.join(checkpoint, SURROGATE_NAME)):
+                self.surrogate = LossSurrogate.load(checkpoint)
+            else:
+                self.surrogate = self.collect_surrogate()
+        self.reward = self._build_reward()
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _resolve_checkpoint(self, resume_from_checkpoint) -> str | None:
+        if resume_from_checkpoint is True:
+            return get_last_checkpoint(self.args.output_dir)
+        return resume_from_checkpoint or None
+
+    def collect_surrogate(self) -> LossSurrogate:
+        """Fit l(n) (paper §C): for each configured fraction, train a fresh copy of the initial model on a random
+        subset of that size for the whole budget and record its final training loss on the subset."""
+        if self._initial_model_state is None:
+            raise ValueError("Collecting a surrogate needs the model passed to CADSTrainer (or pass `surrogate=`).")
+        total = len(self.source_set)
+        batch = self.args.per_device_train_batch_size
+        sizes = sorted({max(batch, min(total, int(round(f * total)))) for f in self.args.surrogate_fractions})
+        if len(sizes) < 2:
+            raise ValueError(
+                f"surrogate_fractions {self.args.surrogate_fractions} give fewer than two distinct subset sizes for "
+                f"{total} examples and batch size {batch}; widen the fractions."
+            )
+        rng = np.random.default_rng([self.args.seed, 7919])
+
+        def train_fn(size: int) -> tuple[float, float]:
+            subset = np.sort(rng.choice(total, size=size, replace=False))
+            model = copy.deepcopy(self.model)
+            model.load_state_dict(self._initial_model_state)
+            view = _Subset(self.source_set, subset)
+            sequence = budget_sequence(SourceSet({"subset": view}), [1.0], self.budget, seed=self.args.seed)
+            trainer = train_for_budget(
+                model,
+                view,
+                list(sequence),
+                self.args,
+                args_overrides=inner_run_overrides(os.path.join(self.args.output_dir, "surrogate", f"subset-{size}")),
+                data_collator=self.data_collator,
+                processing_class=self.processing_class,
+            )
+            loss, evaluated = _mean_loss(trainer, view, self.per_example_loss)
+            spent = float(len(sequence)) if self.budget.unit == "samples" else float(self.budget.amount)
+            return loss, spent + evaluated
+
+        return LossSurrogate.collect(
+            train_fn, sizes, kind=self.args.surrogate_kind, progress=not self.args.disable_tqdm
+        )
+
+    # ------------------------------------------------------------------------------------------------ the step
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        source_ids = inputs.pop(SOURCE_ID)
+        example_ids = inputs.pop(EXAMPLE_ID)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss_sums, counts = self.per_example_loss(outputs, labels)
+        units = self._aggregate(loss_sums, counts, source_ids)
+        unwrapped = self.accelerator.unwrap_model(model)
+        val_sum, val_count = self._validation_loss(unwrapped)
+        val_totals = self.accelerator.reduce(
+            torch.stack([val_sum.detach().double(), val_count.double()]), reduction="sum"
+        )
+        alignment = None
+        if self.reward.needs_alignment:
+            alignment = self._unit_alignment(unwrapped, inputs, labels, source_ids, val_sum / val_totals[1].to(val_sum))
+
+        generator = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self._selection_counters["micro_steps"])
+        self._selection_counters["micro_steps"] += 1
+        samples = self.policy.sample(self.args.num_ratio_samples, generator)
+        measured = (units.global_counts > 0).cpu()
+        if self.args.selection_level == "source":
+            unit_weights = samples * self.policy.source_sizes * measured
+        else:
+            unit_weights = samples[:, self.accelerator.gather(example_ids).cpu()] * measured
+        stats = StepStatistics(
+            unit_losses=units.global_means().cpu(),
+            val_loss=(val_totals[0] / val_totals[1]).cpu(),
+            unit_weights=unit_weights,
+            subset_sizes=self.policy.subset_sizes(samples),
+            unit_alignment=alignment,
+        )
+        evaluation = evaluate_objective(self.reward, stats)
+        finite = [evaluation.costs, units.global_sums, val_totals] + ([alignment] if alignment is not None else [])
+        if not all(torch.isfinite(t).all() for t in finite):
+            return self._skip_nonfinite_step(model)
+
+        # Chain rule through the global means: d objective / d theta, exact for any number of processes. DDP
+        # averages gradients over processes, so each process's share is scaled back up by the process count.
+        linearized = units.linearize(evaluation.unit_loss_grad)
+        if evaluation.val_loss_grad != 0:
+            linearized = linearized + (evaluation.val_loss_grad / val_totals[1].cpu()).to(val_sum) * val_sum
+        linearized = linearized * self.accelerator.num_processes
+        loss = evaluation.objective.to(linearized.device, linearized.dtype) + (linearized - linearized.detach())
+
+        self._selection_grad += reinforce_gradient(evaluation.costs, self.policy.score(samples)) / (
+            self.args.gradient_accumulation_steps
+        )
+        self._record_step(stats, evaluation)
+        return (loss, outputs) if return_outputs else loss
+
+    def _aggregate(self, sums: torch.Tensor, counts: torch.Tensor, source_ids: torch.Tensor) -> _UnitTotals:
+        """Per-unit loss sums of this process (with their graph) and their totals over all processes.
+
+        Units are sources (CADS-S: sums pooled by source, then all-reduced) or the examples of the global batch
+        (CADS-E: gathered, this process's examples at its own offset)."""
+        if self.args.selection_level == "source":
+            n = len(self.source_set.sizes)
+            local = torch.zeros(n, device=sums.device, dtype=sums.dtype).index_add(0, source_ids, sums)
+            local_counts = torch.zeros(n, device=sums.device, dtype=torch.float64).index_add(0, source_ids, counts.double())
+            return _UnitTotals(
+                local,
+                self.accelerator.reduce(local.detach().double(), reduction="sum"),
+                self.accelerator.reduce(local_counts, reduction="sum"),
+                slice(0, n),
+            )
+        start = self.accelerator.process_index * len(sums)
+        return _UnitTotals(
+            sums,
+            self.accelerator.gather(sums.detach().double()),
+            self.accelerator.gather(counts.double()),
+            slice(start, start + len(sums)),
+        )
+
+    @torch.no_grad()
+    def _unit_alignment(self, unwrapped, inputs, labels, source_ids, val_share: torch.Tensor) -> torch.Tensor:
+        """<g_val, g_u> for every unit, along the normalized validation gradient, by central differences.
+
+        One validation backward and two forwards of the batch score every unit at once; both forwards run in eval
+        mode so that dropout does not swamp the difference."""
+        named = [(name, p) for name, p in unwrapped.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
+        with torch.enable_grad():
+            grads = torch.autograd.grad(val_share, params, retain_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        flat = self.accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]).double(), reduction="sum")
+        # A zero validation gradient gives a zero step and zero alignments; a non-finite one is caught as NaN.
+        step = (flat / flat.norm().clamp_min(1e-30) * ALIGNMENT_STEP).float()
+        steps = dict(zip((name for name, _ in named), step.split([p.numel() for p in params])))
+        was_training = unwrapped.training
+        unwrapped.eval()
+        shifted = []
+        try:
+            for sign in (1.0, -1.0):
+                # Shifted copies, not in-place edits: the training forward's graph still needs the parameters.
+                moved = {name: p + sign * steps[name].view_as(p).to(p.dtype) for name, p in named}
+                outputs = torch.func.functional_call(unwrapped, moved, args=(), kwargs=inputs, strict=False)
+                shifted.append(self.per_example_loss(outputs, labels))
+        finally:
+            unwrapped.train(was_training)
+        (plus, counts), (minus, _) = shifted
+        derivative = (plus.double() - minus.double()) / (2 * ALIGNMENT_STEP)
+        return self._aggregate(derivative, counts, source_ids).global_means().cpu()
+
+    def _validation_loss(self, model) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss sum and term count of this process's share of a validation batch, drawn deterministically from
+        the step counter so that a resumed run sees the same batches."""
+        if self._val_collator is None:
+            self._val_collator = self._get_collator_with_removed_columns(self.data_collator, "selection validation")
+        size = len(self.eval_dataset)
+        per_process = min(self.args.selection_eval_batch_size, size)
+        total = per_process * self.accelerator.num_processes
+        passes, offset = divmod(self._selection_counters["micro_steps"] * total, size)
+        # Two consecutive shuffled passes, so a batch that runs past the end of one pass continues into the next.
+        order = np.concatenate(
+            [np.random.default_rng([self.args.seed, 104729, passes + i]).permutation(size) for i in range(2)]
+        )
+        start = offset + self.accelerator.process_index * per_process
+        rows = [self.eval_dataset[int(i)] for i in order[start : start + per_process]]
+        batch = self._prepare_inputs(self._val_collator(rows))
+        for column in (SOURCE_ID, EXAMPLE_ID):
+            batch.pop(column, None)
+        labels = batch.pop("labels")
+        sums, counts = self.per_example_loss(model(**batch), labels)
+        return sums.sum(), counts.sum()
+
+    def _skip_nonfinite_step(self, model):
+        if self.args.nonfinite_loss == "stop":
+            raise SelectionAbort(
+                f"Non-finite loss at step {self.state.global_step}; set nonfinite_loss='skip' to skip such steps."
+            )
+        self._selection_counters["skipped_steps"] += 1
+        logger.warning("Non-finite loss at step %d: model and selection updates skipped.", self.state.global_step)
+        # Zero gradients for every parameter keeps all processes in step (DDP expects a backward everywhere).
+        zero = sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)
+        return zero
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        skipped_before = self._selection_counters["skipped_steps"]
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._selection_counters["skipped_steps"] > skipped_before:
+            self._selection_grad.zero_()
+        if self.accelerator.sync_gradients:
+            self._selection_counters["optimizer_steps"] += 1
+            if self._selection_counters["optimizer_steps"] % self.args.selection_update_interval == 0:
+                self._update_selection()
+        return loss
+
+    def _update_selection(self) -> None:
+        grad = self._selection_grad / self.args.selection_update_interval
+        self._selection_grad = torch.zeros_like(self.policy.s)
+        if not torch.isfinite(grad).all() or not grad.any():
+            return
+        if self.args.selection_grad_clip > 0:
+            norm = grad.norm()
+            if norm > self.args.selection_grad_clip:
+                grad = grad * (self.args.selection_grad_clip / norm)
+        self.policy.s.grad = grad
+        self.selection_optimizer.step()
+        self.selection_optimizer.zero_grad(set_to_none=True)
+        self.policy.project_()
+        self._selection_counters["outer_steps"] += 1
+        if isinstance(self.policy, TruncatedGaussianPolicy):
+            self.policy.anneal(self._selection_counters["outer_steps"])
+
+    def _record_step(self, stats: StepStatistics, evaluation) -> None:
+        metrics = self._selection_metrics
+        metrics["selection/objective"].append(float(evaluation.objective))
+        metrics["selection/val_loss"].append(float(stats.val_loss))
+        metrics["selection/train_loss"].append(float(stats.train_losses().mean()))
+        metrics["selection/subset_size"].append(float(stats.subset_sizes.mean()))
+
+    # ------------------------------------------------------------------------------------------------- logging
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: flush what the steps since the last one measured
+            for key, values in self._selection_metrics.items():
+                logs[key] = float(np.mean(values))
+            self._selection_metrics.clear()
+            logs.update(self.selection_summary())
+        super().log(logs, start_time)
+
+    def selection_summary(self) -> dict[str, float]:
+        """Current ratios (CADS-S) or score statistics (CADS-E), sigma and the skip count, as flat log keys."""
+        s = self.policy.s.detach()
+        summary = {"selection/skipped_steps": float(self._selection_counters["skipped_steps"])}
+        if isinstance(self.policy, TruncatedGaussianPolicy):
+            summary.update({f"selection/ratio/{name}": float(v) for name, v in zip(self.source_set.names, s)})
+            summary["selection/sigma"] = float(self.policy.sigma)
+        else:
+            summary.update({"selection/score_mean": float(s.mean()), "selection/expected_size": float(s.sum())})
+        return summary
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def selection_state_dict(self) -> dict:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.selection_optimizer.state_dict(),
+            "counters": dict(self._selection_counters),
+            "pending_grad": self._selection_grad.clone(),
+        }
+
+    def load_selection_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.selection_optimizer.load_state_dict(state["optimizer"])
+        self._selection_counters.update(state["counters"])
+        self._selection_grad = state["pending_grad"].clone()
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            atomic_torch_save(self.selection_state_dict(), os.path.join(output_dir, SELECTION_STATE_NAME))
+            if self.surrogate is not None:
+                self.surrogate.save(output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, SELECTION_STATE_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Checkpoint {checkpoint} has no {SELECTION_STATE_NAME}; it was not written by CADSTrainer.")
+        self.load_selection_state_dict(torch.load(path, weights_only=False))
+
+    # ---------------------------------------------------------------------------------------------------- result
+    def mixture(self, **metadata) -> Mixture:
+        """The learned selection as a [`Mixture`] artifact (CADS-S ratios per source)."""
+        if not isinstance(self.policy, TruncatedGaussianPolicy):
+            raise ValueError("mixture() describes source ratios; CADS-E results come from `example_selection()`.")
+        return Mixture(
+            ratios={name: float(v) for name, v in zip(self.source_set.names, self.policy.s.detach())},
+            compute_budget=self.budget.amount,
+            budget_unit=self.budget.unit,
+            source_sizes=dict(zip(self.source_set.names, self.source_set.sizes)),
+            seed=self.args.seed,
+            reward=self.args.reward if self._reward_override is None else type(self._reward_override).__name__,
+            surrogate=self.surrogate.to_dict() if self.surrogate is not None else None,
+            config=_selection_config(self.args),
+            base_model=getattr(getattr(self.model, "config", None), "_name_or_path", None) or None,
+            **metadata,
+        )
+
+
+class _Subset(torch.utils.data.Dataset):
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        return self.dataset[int(self.indices[index])]
+
+
+@torch.no_grad()
+def _mean_loss(trainer: Trainer, dataset, per_example_loss, max_examples: int = 2048) -> tuple[float, int]:
+    """Mean training loss of a trained model on (up to `max_examples` of) its training subset."""
+    model = trainer.model
+    model.eval()
+    collator = trainer._get_collator_with_removed_columns(trainer.data_collator, "surrogate")
+    batch_size = trainer.args.per_device_eval_batch_size
+    total, terms, seen = 0.0, 0.0, 0
+    for start in range(0, min(len(dataset), max_examples), batch_size):
+        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset), max_examples))]
+        batch = trainer._prepare_inputs(collator(rows))
+        for column in (SOURCE_ID, EXAMPLE_ID):
+            batch.pop(column, None)
+        labels = batch.pop("labels")
+        sums, counts = per_example_loss(model(**batch), labels)
+        total, terms, seen = total + float(sums.sum()), terms + float(counts.sum()), seen + len(rows)
+    return total / max(terms, 1.0), seen
+
+
+def _selection_config(args: CADSConfig) -> dict:
+    fields = (
+        "selection_level", "reward", "penalty_alpha", "num_ratio_samples", "sigma_init", "sigma_decay", "sigma_min",
+        "selection_learning_rate", "selection_grad_clip", "selection_update_interval", "ratio_init", "min_ratio",
+        "surrogate_fractions", "surrogate_kind", "max_steps", "num_train_epochs", "per_device_train_batch_size",
+        "learning_rate",
+    )
+    return {name: getattr(args, name) for name in fields}

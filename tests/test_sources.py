@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+from accelerate.data_loader import BatchSamplerShard
+from datasets import Dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import BatchSampler
+
+from cads_hf.budget import ComputeBudget
+from cads_hf.sources import SourceMixtureSampler, SourceSet, StratifiedSourceSampler, selected_indices
+
+
+def _shard(sampler, batch_size, processes, index):
+    return [i for batch in BatchSamplerShard(BatchSampler(sampler, batch_size, False), processes, index) for i in batch]
+
+
+def test_mixture_proportions_follow_ratio_times_size():
+    sizes, ratios = [1000, 4000, 2000], [0.8, 0.1, 0.5]
+    sampler = SourceMixtureSampler(sizes, ratios, num_samples=20_000, seed=3)
+    source = np.searchsorted(np.cumsum(sizes), list(sampler), side="right")
+    counts = np.bincount(source, minlength=3) / 20_000
+    expected = np.array(ratios) * sizes / np.dot(ratios, sizes)
+    np.testing.assert_allclose(counts, expected, atol=0.01)
+
+
+def test_exact_sample_budget_and_no_repeats_within_a_pass():
+    sampler = SourceMixtureSampler([100, 50], [0.5, 1.0], num_samples=250, seed=0)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 250
+    selected = len(order[:100])
+    assert len(set(order[:selected])) == selected  # first pass over the 100 selected examples has no repeat
+    assert set(order) == set(order[:100])
+
+
+def test_token_budget_stops_at_first_crossing():
+    lengths = np.arange(1, 61)
+    sampler = SourceMixtureSampler([30, 30], [1.0, 1.0], lengths=lengths, num_tokens=5000, seed=1)
+    drawn = lengths[list(sampler)]
+    assert drawn.sum() >= 5000 and drawn[:-1].sum() < 5000
+
+
+def test_same_sequence_on_every_rank_and_disjoint_shards():
+    make = lambda: SourceMixtureSampler([64, 64], [1.0, 0.5], num_samples=96, seed=5)  # noqa: E731
+    assert list(make()) == list(make())
+    shards = [_shard(make(), 8, 2, rank) for rank in range(2)]
+    positions = [set(range(r * 8, 96, 16)) for r in range(2)]
+    assert all(len(s) == 48 for s in shards)
+    global_sequence = list(make())
+    for rank, shard in enumerate(shards):
+        expected = [global_sequence[p + o] for p in sorted(x for x in positions[rank] if x % 16 == rank * 8) for o in range(8)]
+        assert shard == expected
+
+
+def test_stratified_batches_measure_every_source_and_reshuffle_per_epoch():
+    sampler = StratifiedSourceSampler([10, 500, 40], batch_size=7, num_samples=700, seed=0)
+    order = np.array(list(sampler))
+    source = np.searchsorted(np.cumsum([10, 500, 40]), order, side="right")
+    for batch in source.reshape(-1, 7):
+        assert set(batch) == {0, 1, 2}
+    assert np.abs(np.bincount(source) - 700 / 3).max() <= 2
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+
+def test_stratified_rejects_batch_smaller_than_source_count():
+    with pytest.raises(ValueError, match="at least the number of sources"):
+        StratifiedSourceSampler([5, 5, 5], batch_size=2)
+
+
+def test_ratios_selecting_nothing_are_rejected():
+    with pytest.raises(ValueError, match="select no data"):
+        SourceMixtureSampler([10, 10], [0.0, 0.01], num_samples=5)
+
+
+def test_source_set_tags_rows_and_validates():
+    a = Dataset.from_dict({"x": [1, 2], "labels": [0, 1]})
+    b = Dataset.from_dict({"x": [3], "labels": [1]})
+    source_set = SourceSet({"a": a, "b": b})
+    assert source_set[2] == {"x": 3, "labels": 1, "source_id": 1}
+    with pytest.raises(ValueError, match="Source 'empty' is empty"):
+        SourceSet({"a": a, "empty": a.select([])})
+    with pytest.raises(ValueError, match="missing in 'c': \\['labels'\\]"):
+        SourceSet({"a": a, "c": Dataset.from_dict({"x": [1]})})
+
+
+def test_budget_smaller_than_global_batch_is_rejected():
+    with pytest.raises(ValueError, match="fewer than one global batch of 64"):
+        ComputeBudget(50).check_covers_batch(64)
+    assert ComputeBudget(1000).epochs(250) == 4.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    data=st.lists(st.tuples(st.integers(1, 40), st.floats(0.0, 1.0)), min_size=1, max_size=5),
+    num_samples=st.integers(1, 300),
+    seed=st.integers(0, 1000),
+)
+def test_property_exact_budget_and_every_index_inside_its_selected_source(data, num_samples, seed):
+    sizes, ratios = [d[0] for d in data], [d[1] for d in data]
+    try:
+        chosen = selected_indices(sizes, ratios, seed)
+    except ValueError:
+        assert sum(round(r * n) for n, r in zip(sizes, ratios)) == 0
+        return
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    allowed = {int(offsets[j] + i) for j, idx in enumerate(chosen) for i in idx}
+    order = list(SourceMixtureSampler(sizes, ratios, num_samples=num_samples, seed=seed))
+    assert len(order) == num_samples
+    assert set(order) <= allowed
+    for j, idx in enumerate(chosen):
+        assert len(idx) == round(ratios[j] * sizes[j]) and len(set(idx)) == len(idx)
+        assert all(0 <= i < sizes[j] for i in idx)
