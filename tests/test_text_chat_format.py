@@ -146,7 +146,7 @@ def test_overlong_examples_are_discarded_counted_and_logged(tokenizer, caplog):
 
 
 def test_tokenized_sources_share_one_schema(tokenizer):
-    short, _ = tokenize_instruction_dataset(records(("a", "", "b", [])), tokenizer, 64)
+    short, _ = tokenize_instruction_dataset(records(("a", "", "b", [])), tokenizer, 512)
     long, _ = tokenize_instruction_dataset(records(("c " * 30, "d", "e " * 30, [])), tokenizer, 512)
     assert short.features == long.features == TOKENIZED_FEATURES
     assert len(datasets.concatenate_datasets([short, long])) == 2
@@ -156,9 +156,10 @@ def test_split_by_ratios_is_a_deterministic_partition():
     ds = datasets.Dataset.from_dict({"idx": list(range(100))})
     parts = split_dataset(ds, seed=3)
     assert [len(parts[s]) for s in ("train", "validation", "test")] == [90, 5, 5]
-    assert sorted(parts["train"]["idx"] + parts["validation"]["idx"] + parts["test"]["idx"]) == list(range(100))
-    assert split_dataset(ds, seed=3)["test"]["idx"] == parts["test"]["idx"]
-    assert split_dataset(ds, seed=4)["test"]["idx"] != parts["test"]["idx"]
+    ids = {split: list(parts[split]["idx"]) for split in parts}
+    assert sorted(ids["train"] + ids["validation"] + ids["test"]) == list(range(100))
+    assert list(split_dataset(ds, seed=3)["test"]["idx"]) == ids["test"]
+    assert list(split_dataset(ds, seed=4)["test"]["idx"]) != ids["test"]
 
 
 def test_split_by_sizes_and_its_errors():

@@ -25,14 +25,13 @@ import math
 import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
 from datasets import Array3D, ClassLabel, Dataset, Features
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor, resize
 
 from .transforms import NormalizePixels
@@ -120,15 +119,16 @@ def read_mnist_idx(images_path: str | Path, labels_path: str | Path) -> Dataset:
 def image_folder_source(root: str | Path, channels: int = 3, image_size: int | Sequence[int] | None = None) -> Dataset:
     """Read an ImageFolder tree (``root/<class name>/<image>``; classes sorted by name).
 
-    Images are decoded by ``torchvision.io`` as grayscale (``channels=1``) or RGB
-    (``channels=3``). All images must share one size unless ``image_size``
-    (an int or ``(height, width)``) is given to resize them.
+    Images are loaded by ``torchvision.datasets.ImageFolder`` (as RGB) and kept
+    as RGB (``channels=3``) or converted to grayscale (``channels=1``). All
+    images must share one size unless ``image_size`` (an int or
+    ``(height, width)``) is given to resize them.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-    folder = torchvision.datasets.ImageFolder(str(root), loader=partial(decode_image, mode=mode))
-    items = ((folder.loader(path), label, path) for path, label in folder.samples)
+    to_tensor = v2.PILToTensor() if channels == 3 else v2.Compose([v2.Grayscale(), v2.PILToTensor()])
+    folder = torchvision.datasets.ImageFolder(str(root), transform=to_tensor)
+    items = ((image, label, path) for (image, label), (path, _) in zip(folder, folder.samples))
     return _image_dataset(*_stack_images(items, image_size), folder.classes)
 
 
@@ -260,7 +260,7 @@ def with_label_noise(
         .add_column("clean_label", clean, feature=feature)
         .add_column("is_noisy", is_noisy)
     )
-    return _with_format_of(edited, dataset)
+    return edited
 
 
 def split_sources(dataset: Dataset, sizes: Mapping[str, int] | Sequence[int], seed: int = 0) -> dict[str, Dataset]:

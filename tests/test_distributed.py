@@ -1,0 +1,34 @@
+"""Two CPU processes (gloo) run the same search and must end in exactly the same selection state."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+HERE = os.path.dirname(__file__)
+TWO_CPU_PROCESSES = [
+    "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+]
+
+
+def _launch(tmp_path, reward):
+    command = [sys.executable, "-m", "accelerate.commands.launch", *TWO_CPU_PROCESSES,
+               os.path.join(HERE, "distributed_search.py"), str(tmp_path), reward]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("reward", ["validation", "penalty"])
+def test_two_processes_sample_the_same_ratios_and_end_identical(tmp_path, reward):
+    rank0, rank1 = _launch(tmp_path, reward)
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    torch.testing.assert_close(rank0["s"], rank1["s"], atol=1e-6, rtol=0)
+    assert not torch.allclose(rank0["s"], torch.full_like(rank0["s"], 0.5))  # the selection did move
+    for a, b in zip(rank0["params"], rank1["params"]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

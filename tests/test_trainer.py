@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+import torch
+import transformers
+from toy import ToyClassifier, toy_sources
+
+from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, LossSurrogate, Mixture, train_on_mixture
+from cads_hf.objective import PenaltyReward
+
+transformers.logging.set_verbosity_error()
+
+
+def make_args(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path),
+        compute_budget=3000,
+        per_device_train_batch_size=30,
+        max_steps=20,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
+        logging_steps=10,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        selection_eval_batch_size=64,
+        surrogate_fractions=[0.1, 0.3, 0.6, 1.0],
+    )
+    values.update(overrides)
+    return CADSConfig(**values)
+
+
+def test_acceptance_random_label_source_gets_the_lowest_ratio(tmp_path):
+    """Clean, 50% and 100% label noise: the random-label source ends lowest, below half the clean one (3 seeds)."""
+    ratios = []
+    for seed in range(3):
+        sources, validation = toy_sources(seed=seed)
+        args = make_args(tmp_path / str(seed), max_steps=80, seed=seed, logging_steps=1000)
+        trainer = CADSTrainer(model=ToyClassifier(seed), args=args, sources=sources, eval_dataset=validation)
+        trainer.train()
+        ratios.append(list(trainer.mixture().ratios.values()))
+    clean, half, random_labels = np.mean(ratios, axis=0)
+    assert random_labels <= min(clean, half)
+    assert random_labels < 0.5 * clean
+
+
+def test_logs_ratios_sigma_and_objective_and_trains_the_model(tmp_path):
+    sources, validation = toy_sources()
+    model = ToyClassifier()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = CADSTrainer(model=model, args=make_args(tmp_path), sources=sources, eval_dataset=validation)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2
+    for key in ("selection/ratio/noise_0", "selection/ratio/noise_100", "selection/sigma", "selection/objective"):
+        assert all(key in entry for entry in logged)
+    assert logged[-1]["selection/sigma"] == pytest.approx(0.1 * 0.99**20)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def _direct_penalty_gradient(model, batch, validation, samples, sizes, surrogate, alpha):
+    """Eq. 7 computed the obvious way, per-source means built with autograd."""
+    features, labels, source = batch["features"], batch["labels"], batch["source_id"]
+    losses = torch.nn.functional.cross_entropy(model(features)["logits"], labels, reduction="none")
+    means = torch.stack([losses[source == j].mean() for j in range(len(sizes))])
+    val = torch.nn.functional.cross_entropy(model(validation["features"])["logits"], validation["labels"])
+    weights = samples * torch.tensor(sizes, dtype=torch.float64)
+    train = (weights * means.double()).sum(-1) / weights.sum(-1)
+    target = torch.tensor(surrogate((samples @ torch.tensor(sizes, dtype=torch.float64)).numpy()))
+    objective = (val.double() + alpha * (train - target) ** 2).mean()
+    return torch.autograd.grad(objective, list(model.parameters()))
+
+
+def test_model_gradient_equals_direct_penalty_gradient(tmp_path):
+    sources, validation = toy_sources(val_size=40)
+    surrogate = LossSurrogate([90, 450, 900], [0.3, 0.6, 0.9])
+    model = ToyClassifier()
+    args = make_args(tmp_path, reward="penalty", penalty_alpha=2.0, selection_eval_batch_size=40)
+    trainer = CADSTrainer(model=model, args=args, sources=sources, eval_dataset=validation, surrogate=surrogate)
+    trainer.reward = PenaltyReward(surrogate, alpha=2.0)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in list(trainer._get_train_sampler())[:30]])
+    samples = trainer.policy.sample(args.num_ratio_samples, torch.Generator().manual_seed(args.seed * 1_000_003))
+    loss = trainer.compute_loss(model, dict(batch))
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    val_batch = trainer.data_collator([validation[i] for i in range(len(validation))])
+    expected = _direct_penalty_gradient(model, batch, val_batch, samples, trainer.source_set.sizes, surrogate, 2.0)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-6)
+
+
+def test_penalty_reward_collects_surrogate_and_checkpoint_resumes_exactly(tmp_path):
+    sources, validation = toy_sources(sizes=(120, 120, 120))
+
+    def run(output_dir, resume=None):
+        args = make_args(output_dir, reward="penalty", compute_budget=600, max_steps=12, save_strategy="steps", save_steps=6)
+        trainer = CADSTrainer(model=ToyClassifier(), args=args, sources=sources, eval_dataset=validation)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run(tmp_path / "full")
+    assert full.surrogate is not None and full.surrogate.cost > 0
+    assert (tmp_path / "full" / "checkpoint-6" / "selection_state.pt").is_file()
+    resumed = run(tmp_path / "full", resume=str(tmp_path / "full" / "checkpoint-6"))
+    np.testing.assert_allclose(resumed.policy.s.detach().numpy(), full.policy.s.detach().numpy(), atol=1e-6)
+    assert resumed.policy.sigma == pytest.approx(full.policy.sigma)
+    for a, b in zip(resumed.model.parameters(), full.model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_setups_fail_before_training(tmp_path):
+    sources, validation = toy_sources()
+    with pytest.raises(ValueError, match="validation set"):
+        CADSTrainer(model=ToyClassifier(), args=make_args(tmp_path), sources=sources, eval_dataset=None)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        CADSTrainer(model=ToyClassifier(), args=make_args(tmp_path, compute_budget=10), sources=sources, eval_dataset=validation)
+    with pytest.raises(ValueError, match="Source 'noise_0' is empty"):
+        CADSTrainer(
+            model=ToyClassifier(), args=make_args(tmp_path), sources={**sources, "noise_0": sources["noise_0"].select([])},
+            eval_dataset=validation,
+        )
+    with pytest.raises(TypeError, match="sources="):
+        CADSTrainer(model=ToyClassifier(), args=make_args(tmp_path), train_dataset=sources["noise_0"], eval_dataset=validation)
+
+
+def test_final_training_consumes_exactly_the_budget(tmp_path):
+    sources, _ = toy_sources()
+    seen = []
+
+    def counting_collator(rows):
+        seen.append(len(rows))
+        return transformers.default_data_collator(rows)
+
+    args = make_args(tmp_path, per_device_train_batch_size=32)
+    trainer = train_on_mixture(
+        ToyClassifier(), sources, {"noise_0": 1.0, "noise_50": 0.2, "noise_100": 0.0}, ComputeBudget(250), args,
+        data_collator=counting_collator,
+    )
+    assert sum(seen) == 250 and trainer.state.global_step == 8
+
+
+def test_mixture_artifact_from_a_search(tmp_path):
+    sources, validation = toy_sources()
+    trainer = CADSTrainer(model=ToyClassifier(), args=make_args(tmp_path, max_steps=4), sources=sources, eval_dataset=validation)
+    trainer.train()
+    mixture = trainer.mixture()
+    assert mixture.source_sizes == {"noise_0": 300, "noise_50": 300, "noise_100": 300}
+    assert mixture.compute_budget == 3000 and mixture.reward == "validation"
+    mixture.save_pretrained(str(tmp_path / "mix"))
+    assert Mixture.from_pretrained(str(tmp_path / "mix")) == mixture
