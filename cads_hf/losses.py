@@ -45,3 +45,32 @@ def example_losses(outputs, labels: torch.Tensor) -> tuple[torch.Tensor, torch.T
         f"Cannot derive per-example losses from logits of shape {tuple(logits.shape)}; pass "
         "`per_example_loss=` to CADSTrainer."
     )
+
+
+@torch.no_grad()
+def dataset_loss(
+    model,
+    dataset,
+    collate,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    per_example_loss=example_losses,
+    max_examples: int | None = None,
+    drop_columns: tuple[str, ...] = (),
+) -> tuple[float, int]:
+    """Mean loss per term (token or example) of `model` over `dataset` (or its first `max_examples` rows), in eval
+    mode; returns (mean loss, examples read). exp of it is the perplexity of a language model."""
+    was_training = model.training
+    model.eval()
+    count = len(dataset) if max_examples is None else min(len(dataset), max_examples)
+    total, terms = 0.0, 0.0
+    try:
+        for start in range(0, count, batch_size):
+            batch = collate([dataset[i] for i in range(start, min(start + batch_size, count))])
+            batch = {k: v.to(device) for k, v in batch.items() if k not in drop_columns}
+            labels = batch.pop("labels")
+            sums, counts = per_example_loss(model(**batch), labels)
+            total, terms = total + float(sums.sum()), terms + float(counts.sum())
+    finally:
+        model.train(was_training)
+    return total / max(terms, 1.0), count

@@ -22,9 +22,9 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .budget import ComputeBudget
 from .config import CADSConfig
-from .final_training import budget_sequence, example_lengths, inner_run_overrides, train_for_budget
+from .final_training import SequenceDataset, budget_sequence, example_lengths, inner_run_overrides, train_for_budget
 from .io import atomic_torch_save
-from .losses import example_losses
+from .losses import dataset_loss, example_losses
 from .mixture import Mixture
 from .objective import REWARDS, PenaltyReward, Reward, StepStatistics, evaluate_objective, reinforce_gradient
 from .policies import BernoulliPolicy, TruncatedGaussianPolicy
@@ -37,6 +37,8 @@ EXAMPLE_ID = "example_id"
 SELECTION_STATE_NAME = "selection_state.pt"
 # Finite-difference step along the unit validation gradient; small against weight norms, large against fp32 noise.
 ALIGNMENT_STEP = 1e-2
+# The surrogate's final training loss is read on at most this many examples of each subset.
+SURROGATE_EVAL_EXAMPLES = 2048
 
 
 class _TaggedSourceSet(SourceSet):
@@ -189,7 +191,7 @@ class CADSTrainer(Trainer):
             subset = np.sort(rng.choice(total, size=size, replace=False))
             model = copy.deepcopy(self.model)
             model.load_state_dict(self._initial_model_state)
-            view = _Subset(self.source_set, subset)
+            view = SequenceDataset(self.source_set, subset)
             sequence = budget_sequence(SourceSet({"subset": view}), [1.0], self.budget, seed=self.args.seed)
             trainer = train_for_budget(
                 model,
@@ -200,7 +202,16 @@ class CADSTrainer(Trainer):
                 data_collator=self.data_collator,
                 processing_class=self.processing_class,
             )
-            loss, evaluated = _mean_loss(trainer, view, self.per_example_loss)
+            loss, evaluated = dataset_loss(
+                trainer.model,
+                view,
+                trainer._get_collator_with_removed_columns(trainer.data_collator, "surrogate"),
+                trainer.args.per_device_eval_batch_size,
+                trainer.args.device,
+                self.per_example_loss,
+                max_examples=SURROGATE_EVAL_EXAMPLES,
+                drop_columns=(SOURCE_ID, EXAMPLE_ID),
+            )
             spent = float(len(sequence)) if self.budget.unit == "samples" else float(self.budget.amount)
             return loss, spent + evaluated
 
@@ -448,36 +459,6 @@ class CADSTrainer(Trainer):
             base_model=getattr(getattr(self.model, "config", None), "_name_or_path", None) or None,
             **metadata,
         )
-
-
-class _Subset(torch.utils.data.Dataset):
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, indices
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        return self.dataset[int(self.indices[index])]
-
-
-@torch.no_grad()
-def _mean_loss(trainer: Trainer, dataset, per_example_loss, max_examples: int = 2048) -> tuple[float, int]:
-    """Mean training loss of a trained model on (up to `max_examples` of) its training subset."""
-    model = trainer.model
-    model.eval()
-    collator = trainer._get_collator_with_removed_columns(trainer.data_collator, "surrogate")
-    batch_size = trainer.args.per_device_eval_batch_size
-    total, terms, seen = 0.0, 0.0, 0
-    for start in range(0, min(len(dataset), max_examples), batch_size):
-        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset), max_examples))]
-        batch = trainer._prepare_inputs(collator(rows))
-        for column in (SOURCE_ID, EXAMPLE_ID):
-            batch.pop(column, None)
-        labels = batch.pop("labels")
-        sums, counts = per_example_loss(model(**batch), labels)
-        total, terms, seen = total + float(sums.sum()), terms + float(counts.sum()), seen + len(rows)
-    return total / max(terms, 1.0), seen
 
 
 def _selection_config(args: CADSConfig) -> dict:

@@ -80,13 +80,14 @@ def test_predictions_layout_maps_response_to_output(tmp_path):
     assert ds[0] == {"instruction": "Fix it.", "input": "teh", "output": " the", "history": []}
 
 
-def test_folder_reads_json_and_jsonl_in_sorted_order_not_recursively(tmp_path):
+def test_folder_reads_json_and_jsonl_in_sorted_order_not_recursively(tmp_path, caplog):
     write_jsonl(tmp_path / "b.jsonl", [{"instruction": "from b", "output": "1"}])
     write_json(tmp_path / "a.json", [{"instruction": "from a", "output": "1"}])
     (tmp_path / "notes.txt").write_text("not data")
     (tmp_path / "sub").mkdir()
     write_json(tmp_path / "sub" / "c.json", [{"instruction": "from sub", "output": "1"}])
     assert load_instruction_records(tmp_path)["instruction"] == ["from a", "from b"]
+    assert "not reading 2 entries" in caplog.text and "notes.txt" in caplog.text and "sub" in caplog.text
 
 
 def test_malformed_jsonl_line_names_file_and_line(tmp_path):

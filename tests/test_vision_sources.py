@@ -104,6 +104,8 @@ def test_transform_yields_normalized_float_tensors():
     assert isinstance(dataset[1]["labels"], int)
     dataset.set_transform(NormalizePixels(mean=0.1307, std=0.3081))
     torch.testing.assert_close(dataset[1]["pixel_values"], (torch.from_numpy(raw).float() / 255 - 0.1307) / 0.3081)
+    with pytest.raises(TypeError, match="uint8"):
+        NormalizePixels()({"pixel_values": [[[[0.5]]]]})
 
 
 def _write_image_folder(root, sizes):
@@ -213,6 +215,14 @@ def test_split_sources_disjoint_sized_and_seeded(digits):
     assert sources["a"][0]["pixel_values"].dtype == torch.float32
     with pytest.raises(ValueError, match="sum to at most 1000"):
         split_sources(digits, [600, 500])
+
+
+def test_sources_accept_new_columns_without_materializing_pixels(digits):
+    # A core tagging sources with add_column must not store transformed float pixels.
+    source = split_sources(digits, [100], seed=0)["source_0"]
+    tagged = source.add_column("source_id", [2] * len(source))
+    assert tagged.features["pixel_values"] == digits.features["pixel_values"]
+    torch.testing.assert_close(tagged[5]["pixel_values"], source[5]["pixel_values"])
 
 
 def test_make_noisy_sources_paper_setup(digits):

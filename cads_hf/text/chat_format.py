@@ -124,7 +124,7 @@ def _special_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
 
 def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
     # split_special_tokens: a literal "<user>" inside data must not become a role marker.
-    return tokenizer(texts, add_special_tokens=False, split_special_tokens=False)["input_ids"]
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 def _encode_batch(

@@ -19,7 +19,7 @@ from typing import Any
 
 import datasets
 
-from .hub import require_hub
+from ..hub import require_hub
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,13 @@ def load_instruction_records(path_or_id: str | Path, *, split: str = "train") ->
     ``.json``/``.jsonl`` files, not recursive, in sorted order) or a Hub dataset id."""
     path = Path(path_or_id).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES)
+        entries = sorted(path.iterdir())
+        files = [p for p in entries if p.is_file() and p.suffix in DATA_SUFFIXES]
         if not files:
             raise ValueError(f"{path}: folder holds no .json or .jsonl file")
+        skipped = [p.name for p in entries if p not in files]
+        if skipped:
+            logger.warning("%s: not reading %d entries that are not .json/.jsonl files: %s", path, len(skipped), skipped)
         records = [record for file in files for record in _read_file(file)]
     elif path.is_file():
         records = _read_file(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from .hub import require_hub
+from ..hub import require_hub
 
 OFFLINE_EOS_TOKEN = "<|endoftext|>"  # GPT-2's, so offline and GPT-2 tokenizers behave alike
 # Files that let AutoTokenizer pick the tokenizer class by itself.

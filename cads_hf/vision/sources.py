@@ -260,7 +260,7 @@ def with_label_noise(
         .add_column("clean_label", clean, feature=feature)
         .add_column("is_noisy", is_noisy)
     )
-    return edited
+    return _with_format_of(edited, dataset)
 
 
 def split_sources(dataset: Dataset, sizes: Mapping[str, int] | Sequence[int], seed: int = 0) -> dict[str, Dataset]:
@@ -268,8 +268,8 @@ def split_sources(dataset: Dataset, sizes: Mapping[str, int] | Sequence[int], se
 
     ``sizes`` maps source names to sizes, or is a list of sizes named
     ``source_0``, ``source_1``, ... Examples left over when the sizes sum to
-    less than ``len(dataset)`` are dropped. Each source keeps the original order
-    of its examples and the dataset's transform.
+    less than ``len(dataset)`` are dropped. Each source is a contiguous copy
+    that keeps the original order of its examples and the dataset's transform.
     """
     named = dict(sizes) if isinstance(sizes, Mapping) else {f"source_{i}": s for i, s in enumerate(sizes)}
     if any(s < 0 for s in named.values()) or sum(named.values()) > len(dataset):
@@ -277,8 +277,10 @@ def split_sources(dataset: Dataset, sizes: Mapping[str, int] | Sequence[int], se
     order = np.random.default_rng(seed).permutation(len(dataset))
     bounds = np.cumsum([0, *named.values()])
     raw = dataset.with_format(None)
+    # flatten_indices: an index-mapped dataset with a transform would store transformed
+    # pixels if a caller later used add_column (e.g. to tag a source_id).
     return {
-        name: _with_format_of(raw.select(np.sort(order[start:stop])), dataset)
+        name: _with_format_of(raw.select(np.sort(order[start:stop])).flatten_indices(), dataset)
         for name, start, stop in zip(named, bounds[:-1], bounds[1:])
     }
 

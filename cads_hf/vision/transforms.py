@@ -45,7 +45,11 @@ class NormalizePixels:
     def __call__(self, batch: dict) -> dict:
         if "pixel_values" not in batch:
             return batch
-        pixels = torch.from_numpy(np.asarray(batch["pixel_values"], dtype=np.uint8)).float().div_(255.0)
+        stored = np.asarray(batch["pixel_values"])
+        if not np.issubdtype(stored.dtype, np.integer):
+            # Casting would silently truncate; float pixels mean something stored transformed values.
+            raise TypeError(f"NormalizePixels expects stored uint8 pixel_values, got {stored.dtype}")
+        pixels = torch.from_numpy(stored.astype(np.float32)).div_(255.0)
         mean = torch.tensor(self.mean).view(-1, 1, 1)
         std = torch.tensor(self.std).view(-1, 1, 1)
         # A (B, C, H, W) tensor, not a list: datasets indexes it per row when un-batching.

@@ -1,0 +1,207 @@
+"""`ExampleSelection`: the examples of one dataset that a search chose for a compute budget, as a small artifact.
+
+The example-level counterpart of [`Mixture`]: CADS-E, Bilevel-CADS and PBCS learn one score s_i per example, and
+their result is the subset drawn from those scores (a Bernoulli sample, or the top k) together with the budget a
+fresh model must spend on it. On disk it is one readable `example_selection.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+from transformers import Trainer, TrainingArguments
+
+from .budget import ComputeBudget
+from .final_training import budget_sequence, train_for_budget
+from .io import atomic_write_text, read_json
+from .policies import BernoulliPolicy
+from .sources import SourceSet
+
+SELECTION_NAME = "example_selection.json"
+STRATEGIES = ("sample", "top_k")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ExampleSelection:
+    """The examples to train on, by index into one dataset, for exactly `compute_budget`.
+
+    Args:
+        example_ids: indices of the chosen examples in the dataset (stored sorted, without repeats).
+        dataset_size: number of examples of the dataset the ids index (checked before training).
+        compute_budget: the budget the selection was learned for.
+        budget_unit: `"samples"` or `"tokens"`.
+        scores: the learned inclusion probability s_i of every example, when the selection came from scores.
+        strategy: how `example_ids` were drawn from `scores`: `"sample"` (m_i ~ Bernoulli(s_i)) or `"top_k"`.
+        seed: the seed of that draw.
+        method: the search that produced it (`"cads-e"`, `"bilevel-cads"`, `"pbcs"`, `"random"`...).
+        reward: the selection reward used in the search.
+        surrogate: the surrogate l(n) used, as `LossSurrogate.to_dict()`.
+        config: the settings of the search.
+        base_model: the model the search ran with.
+        metrics: optional results (search cost, validation loss of the final model...).
+    """
+
+    example_ids: list[int]
+    dataset_size: int
+    compute_budget: float
+    budget_unit: str = "samples"
+    scores: list[float] | None = None
+    strategy: str | None = None
+    seed: int = 0
+    method: str | None = None
+    reward: str | None = None
+    surrogate: dict | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    base_model: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        ComputeBudget(self.compute_budget, self.budget_unit)  # raises on a bad budget or unit
+        if not (isinstance(self.dataset_size, (int, np.integer)) and self.dataset_size >= 1):
+            raise ValueError(f"dataset_size must be a positive integer, got {self.dataset_size!r}.")
+        ids = np.asarray(self.example_ids)
+        if ids.ndim != 1 or len(ids) == 0 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError("example_ids must be a non-empty list of integer example indices.")
+        if ids.min() < 0 or ids.max() >= self.dataset_size:
+            raise ValueError(f"example_ids must lie in [0, {self.dataset_size}), got {ids.min()}..{ids.max()}.")
+        unique = np.unique(ids)
+        if len(unique) != len(ids):
+            raise ValueError(f"example_ids repeat {len(ids) - len(unique)} example(s); each example is chosen once.")
+        self.example_ids = unique.tolist()
+        if self.scores is not None:
+            scores = np.asarray(self.scores, dtype=np.float64)
+            if scores.shape != (self.dataset_size,) or not np.all((scores >= 0) & (scores <= 1)):
+                raise ValueError(f"scores must hold {self.dataset_size} probabilities in [0, 1], one per example.")
+            self.scores = scores.tolist()
+        if self.strategy not in (None, *STRATEGIES):
+            raise ValueError(f"strategy must be one of {STRATEGIES} or None, got {self.strategy!r}.")
+
+    @property
+    def budget(self) -> ComputeBudget:
+        return ComputeBudget(self.compute_budget, self.budget_unit)
+
+    def __len__(self) -> int:
+        return len(self.example_ids)
+
+    @classmethod
+    def from_scores(
+        cls,
+        scores: torch.Tensor | Sequence[float],
+        compute_budget: float,
+        budget_unit: str = "samples",
+        strategy: str = "sample",
+        num_examples: int | None = None,
+        seed: int = 0,
+        **metadata,
+    ) -> ExampleSelection:
+        """Draw the subset from learned scores s.
+
+        `"sample"` keeps each example i with probability s_i (the policy itself, eq. 3), seeded by `seed`;
+        `"top_k"` keeps the `num_examples` highest scores (default: round(sum s), the expected sample size).
+        """
+        s = torch.as_tensor(scores, dtype=torch.float64).detach().flatten()
+        if strategy == "sample":
+            if num_examples is not None:
+                raise ValueError("num_examples fixes the size of a 'top_k' selection; a sample's size is random.")
+            policy = BernoulliPolicy(len(s))
+            policy.load_state_dict({"s": s})
+            mask = policy.sample(1, torch.Generator().manual_seed(seed))[0]
+            ids = mask.nonzero().flatten()
+            if len(ids) == 0:
+                raise ValueError("Sampling the scores selected no example; use strategy='top_k' for a fixed size.")
+        elif strategy == "top_k":
+            k = int(round(float(s.sum()))) if num_examples is None else int(num_examples)
+            if not 1 <= k <= len(s):
+                raise ValueError(f"num_examples must be in [1, {len(s)}], got {k}.")
+            # A stable sort keeps ties in index order, so the choice is deterministic.
+            ids = torch.sort(-s, stable=True).indices[:k]
+        else:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
+        return cls(
+            example_ids=ids.tolist(),
+            dataset_size=len(s),
+            compute_budget=compute_budget,
+            budget_unit=budget_unit,
+            scores=s.tolist(),
+            strategy=strategy,
+            seed=seed,
+            **metadata,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # ---------------------------------------------------------------------------------------------- local files
+    def save_pretrained(self, save_directory: str) -> str:
+        """Write `example_selection.json` (atomically) into `save_directory`; returns its path."""
+        os.makedirs(save_directory, exist_ok=True)
+        path = os.path.join(save_directory, SELECTION_NAME)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_repo_id: str, revision: str | None = None, token: str | None = None
+    ) -> ExampleSelection:
+        """Load from a folder, an `example_selection.json` path, or a Hub repository id."""
+        if os.path.isdir(path_or_repo_id):
+            path = os.path.join(path_or_repo_id, SELECTION_NAME)
+        elif os.path.isfile(path_or_repo_id):
+            path = path_or_repo_id
+        else:
+            from .hub import download_file
+
+            path = download_file(path_or_repo_id, SELECTION_NAME, revision=revision, token=token)
+        data = read_json(path, what="example selection")
+        missing = [k for k in ("example_ids", "dataset_size", "compute_budget") if k not in data]
+        if missing:
+            raise ValueError(f"The example selection file {path} lacks required field(s) {missing}.")
+        known = set(cls.__dataclass_fields__)
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"The example selection file {path} is invalid: {err}") from err
+
+
+def _examples_view(dataset, example_ids: Sequence[int]):
+    """The chosen rows as a dataset; `datasets.Dataset.select` keeps columns (token lengths) and transforms."""
+    if hasattr(dataset, "select"):
+        return dataset.select(list(example_ids))
+    return Subset(dataset, list(example_ids))
+
+
+def train_on_examples(
+    model,
+    dataset,
+    example_ids: Sequence[int],
+    budget: ComputeBudget,
+    args: TrainingArguments,
+    **trainer_kwargs,
+) -> Trainer:
+    """Train `model` (or `model_init=` in `trainer_kwargs`) on the examples `example_ids` of `dataset` for exactly
+    `budget`: reshuffled passes over them, cut where the budget is spent (`SourceMixtureSampler` with one source)."""
+    if len(example_ids) == 0:
+        raise ValueError("No example to train on: example_ids is empty.")
+    view = _examples_view(dataset, example_ids)
+    sequence = budget_sequence(SourceSet({"examples": view}), [1.0], budget, seed=args.seed)
+    return train_for_budget(model, view, list(sequence), args, **trainer_kwargs)
+
+
+def train_on_selection(
+    model, dataset, selection: ExampleSelection, args: TrainingArguments, **trainer_kwargs
+) -> Trainer:
+    """Train a fresh `model` on `selection` of `dataset` for exactly the selection's budget."""
+    if len(dataset) != selection.dataset_size:
+        raise ValueError(
+            f"The selection indexes a dataset of {selection.dataset_size} examples, but this one has {len(dataset)}."
+        )
+    return train_on_examples(model, dataset, selection.example_ids, selection.budget, args, **trainer_kwargs)
