@@ -32,7 +32,7 @@ import torch
 import torchvision
 from datasets import Array3D, ClassLabel, Dataset, Features
 from torchvision.transforms import v2
-from torchvision.transforms.v2.functional import pil_to_tensor, resize
+from torchvision.transforms.v2.functional import resize
 
 from .transforms import NormalizePixels
 
@@ -148,13 +148,13 @@ def torchvision_source(
         raise ValueError(f"{name!r} is not a torchvision.datasets dataset")
     params = inspect.signature(dataset_class.__init__).parameters
     if "train" in params:
-        dataset_kwargs.setdefault("train", train)
+        dataset_kwargs["train"] = train
     elif "split" in params:
         dataset_kwargs.setdefault("split", "train" if train else "test")
     if "download" in params:
         dataset_kwargs["download"] = False
     try:
-        dataset = dataset_class(str(root), transform=pil_to_tensor, **dataset_kwargs)
+        dataset = dataset_class(str(root), transform=v2.PILToTensor(), **dataset_kwargs)
     except (RuntimeError, FileNotFoundError) as exc:
         raise FileNotFoundError(
             f"torchvision dataset {name} not found under {root} (downloads are disabled; "
