@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
 from transformers import Trainer, TrainingArguments
 
 from .budget import ComputeBudget
-from .final_training import budget_sequence, train_for_budget
+from .final_training import SequenceDataset, budget_sequence, train_for_budget
 from .io import atomic_write_text, read_json
 from .policies import BernoulliPolicy
 from .sources import SourceSet
@@ -172,13 +171,6 @@ class ExampleSelection:
             raise ValueError(f"The example selection file {path} is invalid: {err}") from err
 
 
-def _examples_view(dataset, example_ids: Sequence[int]):
-    """The chosen rows as a dataset; `datasets.Dataset.select` keeps columns (token lengths) and transforms."""
-    if hasattr(dataset, "select"):
-        return dataset.select(list(example_ids))
-    return Subset(dataset, list(example_ids))
-
-
 def train_on_examples(
     model,
     dataset,
@@ -191,7 +183,12 @@ def train_on_examples(
     `budget`: reshuffled passes over them, cut where the budget is spent (`SourceMixtureSampler` with one source)."""
     if len(example_ids) == 0:
         raise ValueError("No example to train on: example_ids is empty.")
-    view = _examples_view(dataset, example_ids)
+    if hasattr(dataset, "select"):  # a `datasets.Dataset`: the view keeps its columns (token lengths) and transforms
+        view = dataset.select(list(example_ids))
+    elif budget.unit == "tokens":
+        raise ValueError("A token budget reads token lengths from columns: pass a `datasets.Dataset`.")
+    else:
+        view = SequenceDataset(dataset, example_ids)
     sequence = budget_sequence(SourceSet({"examples": view}), [1.0], budget, seed=args.seed)
     return train_for_budget(model, view, list(sequence), args, **trainer_kwargs)
 

@@ -61,6 +61,11 @@ class RecipeArguments:
         metadata={"help": "A source as name=path (JSON, JSONL, folder or Hub dataset id); repeat for each source. "
                   "None: the embedded generated sources."},
     )
+    validation_source: list[str] = field(
+        default_factory=list,
+        metadata={"help": "name=path of data the model should do well on (the selection minimizes its loss); "
+                  "repeatable. None: the validation splits of all sources (embedded default: held-out clean data)."},
+    )
     model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Hub id, local folder or .gguf file of a causal LM. None: a small GPT-2 from a config."},
@@ -89,11 +94,15 @@ def parse_arguments(argv: list[str]) -> tuple[RecipeArguments, CADSConfig]:
 
 
 def setup(recipe: RecipeArguments):
-    """Sources, tokenizer and a fresh model."""
+    """Sources, tokenizer, a fresh model, per-source splits and the validation set the selection targets."""
     if recipe.source:
         raw = load_instruction_sources(recipe.source)
+        targets = load_instruction_sources(recipe.validation_source) if recipe.validation_source else None
     else:
         raw = make_generated_sources(seed=0)
+        targets = recipe.validation_source and load_instruction_sources(recipe.validation_source)
+        # The embedded default targets clean answers: held-out clean records drawn with another seed.
+        targets = targets or {"clean_heldout": make_generated_sources(seed=1, sizes={"clean": 200})["clean"]}
     if recipe.model_name_or_path:
         tokenizer = load_tokenizer(recipe.tokenizer_name_or_path or recipe.model_name_or_path)
         model = load_model(recipe.model_name_or_path)
@@ -112,7 +121,15 @@ def setup(recipe: RecipeArguments):
             raise ValueError(f"Source {name!r} keeps {len(tokenized)} examples of at most {recipe.max_length} tokens; "
                              "it needs at least 3 (train, validation, test). Raise --max_length.")
         splits[name] = split_dataset(tokenized, seed=0)
-    return tokenizer, model, splits
+    if targets:
+        validation = concatenate_datasets(
+            [tokenize_instruction_dataset(ds, tokenizer, recipe.max_length, name=name)[0] for name, ds in targets.items()]
+        )
+    else:
+        validation = concatenate_datasets([split["validation"] for split in splits.values()])
+    if len(validation) == 0:
+        raise ValueError("The validation set is empty; give --validation_source or sources with more examples.")
+    return tokenizer, model, splits, validation
 
 
 def load_model(name_or_path: str):
@@ -132,9 +149,8 @@ def perplexity(model, dataset, collator, args) -> float:
 def main(argv: list[str]) -> dict:
     recipe, config = parse_arguments(argv)
     transformers.set_seed(config.seed)
-    tokenizer, model, splits = setup(recipe)
+    tokenizer, model, splits, validation = setup(recipe)
     train = {name: split["train"] for name, split in splits.items()}
-    validation = concatenate_datasets([split["validation"] for split in splits.values()])
     if config.compute_budget is None:  # two epochs of all training data
         config.compute_budget = 2 * sum(len(ds) for ds in train.values())
     push, hub_model_id = config.push_to_hub, config.hub_model_id

@@ -141,7 +141,7 @@ def test_static_baseline_trains_for_exactly_the_budget(tmp_path, baseline):
     assert collator.rows == BUDGET + len(validation)  # the training sequence, then one evaluation
     assert run.metrics["train_samples"] == BUDGET
     assert run.trainer.state.global_step == 5
-    assert set(run.metrics) == {"eval_loss", "eval_accuracy", "train_samples"}
+    assert {"eval_loss", "eval_accuracy", "train_samples"} <= set(run.metrics)
     assert 0.0 <= run.metrics["eval_accuracy"] <= 1.0
     if baseline == "random":
         assert len(run.example_ids) == 25 and len(set(run.example_ids)) == 25

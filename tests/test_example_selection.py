@@ -109,6 +109,8 @@ def test_token_budget_stops_at_the_first_example_that_crosses_it(tmp_path):
     train_on_examples(ToyClassifier(), dataset, ids, ComputeBudget(300, "tokens"), args, data_collator=collator)
     assert collator.tokens >= 300
     assert collator.tokens - 9 < 300  # at most the one crossing example beyond the budget
+    with pytest.raises(ValueError, match="datasets.Dataset"):
+        train_on_examples(ToyClassifier(), list(dataset), ids, ComputeBudget(300, "tokens"), args)
 
 
 def test_sample_is_seeded_and_top_k_takes_the_highest_scores():

@@ -25,8 +25,9 @@ from ..sources import SourceSet
 class BaselineRun:
     """One baseline's trained model and its results.
 
-    `metrics` holds `eval_loss` (and `eval_accuracy` for a classifier) on the validation set and `train_samples`,
-    the examples the run trained on. `trainer` is None for the losers of `best_single_source` (freed as it goes).
+    `metrics` holds what `Trainer.evaluate` reports on the validation set (`eval_loss`, and `eval_accuracy` for a
+    classifier) and `train_samples`, the examples the run trained on. `trainer` is None for the runs that lost in
+    `best_single_source` (freed as it goes).
     """
 
     name: str
@@ -63,19 +64,19 @@ def classification_accuracy(prediction: EvalPrediction) -> dict[str, float]:
 
 def _evaluated_run(name: str, trainer: Trainer, eval_dataset, **extra) -> BaselineRun:
     metrics = trainer.evaluate(eval_dataset)
-    kept = {key: float(metrics[key]) for key in ("eval_loss", "eval_accuracy") if key in metrics}
-    kept["train_samples"] = len(trainer.train_dataset)  # one sequential pass over the budget's sequence
-    return BaselineRun(name=name, metrics=kept, trainer=trainer, **extra)
+    metrics["train_samples"] = len(trainer.train_dataset)  # one sequential pass over the budget's sequence
+    return BaselineRun(name=name, metrics=metrics, trainer=trainer, **extra)
 
 
 def _trainer_kwargs(args: CADSConfig, name: str, trainer_kwargs: dict) -> dict:
-    """Each baseline trains in its own folder under `args.output_dir`, and reports accuracy unless told otherwise."""
-    return {
-        "args_overrides": {"output_dir": os.path.join(args.output_dir, name)},
-        "compute_metrics": classification_accuracy,
-        "preprocess_logits_for_metrics": _argmax_logits,
-        **trainer_kwargs,
-    }
+    """Each baseline trains in its own folder under `args.output_dir` and reports accuracy, unless the caller
+    brings its own `compute_metrics` (which then sees the full logits)."""
+    accuracy = (
+        {}
+        if "compute_metrics" in trainer_kwargs
+        else {"compute_metrics": classification_accuracy, "preprocess_logits_for_metrics": _argmax_logits}
+    )
+    return {"args_overrides": {"output_dir": os.path.join(args.output_dir, name)}, **accuracy, **trainer_kwargs}
 
 
 def _budget(args: CADSConfig) -> ComputeBudget:
