@@ -1,0 +1,32 @@
+"""Every command and code block of the README must run as written."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+
+
+def _blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", open(README).read(), flags=re.S)
+
+
+def test_readme_opens_with_two_commands_and_ci_runs_the_test_command():
+    text = open(README).read()
+    first = text.index("```bash")
+    assert "pip install" in _blocks("bash")[0] and "recipes/alpaca_mix.py" in _blocks("bash")[0]
+    assert "pytest" in _blocks("bash")[1]
+    assert text.index("<!-- test command -->") < text.index("```bash", first + 1)
+    ci = open(os.path.join(os.path.dirname(README), ".ci", "run")).read()
+    assert "<!-- test command -->" in ci
+
+
+@pytest.mark.slow
+def test_user_script_example_runs_and_drops_the_noisiest_source(tmp_path):
+    script = next(block for block in _blocks("python") if "CADSTrainer(" in block)
+    script += "\nassert min(mixture.ratios, key=mixture.ratios.get) == 'noise_90', mixture.ratios\n"
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
