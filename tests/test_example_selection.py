@@ -50,14 +50,15 @@ def noisy_fifth(n: int, seed: int, val_size: int = 100):
 def make_args(tmp_path, **overrides):
     values = dict(
         output_dir=str(tmp_path),
-        compute_budget=400,
+        compute_budget=1500,
         selection_level="example",
         per_device_train_batch_size=20,
         per_device_eval_batch_size=100,
         max_steps=40,
-        learning_rate=5e-3,
+        learning_rate=1e-2,
         num_ratio_samples=8,
         ratio_init=0.5,
+        surrogate_fractions=[0.5, 0.7, 0.9, 1.0],
         logging_steps=10,
         report_to="none",
         save_strategy="no",
@@ -68,13 +69,30 @@ def make_args(tmp_path, **overrides):
     return CADSConfig(**values)
 
 
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    """CADS-E searches on `noisy_fifth(100, seed)`, run once per (reward, seed) for the whole module."""
+    done = {}
+
+    def run(reward: str, seed: int):
+        if (reward, seed) not in done:
+            dataset, validation, wrong = noisy_fifth(100, seed)
+            args = make_args(tmp_path_factory.mktemp(f"{reward}-{seed}"), seed=seed, reward=reward)
+            trainer = CADSTrainer(model=ToyClassifier(seed), args=args, sources=dataset, eval_dataset=validation)
+            trainer.train()
+            done[reward, seed] = trainer, dataset, wrong
+        return done[reward, seed]
+
+    return run
+
+
+# Over seeds 0-9 this setting leaves a margin of at least 0.14 (penalty) and 0.17 (validation).
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_cads_e_lowers_the_scores_of_wrong_labels(tmp_path, seed):
-    """Algorithm 1 end to end (surrogate, search): the mislabelled fifth ends with clearly lower mean s_i."""
-    dataset, validation, wrong = noisy_fifth(100, seed)
-    args = make_args(tmp_path, seed=seed)
-    trainer = CADSTrainer(model=ToyClassifier(seed), args=args, sources=dataset, eval_dataset=validation)
-    trainer.train()
+@pytest.mark.parametrize("reward", ["penalty", "validation"])
+def test_cads_e_lowers_the_scores_of_wrong_labels(search, reward, seed):
+    """Algorithm 1 end to end (surrogate collection for the paper's penalty, search): the mislabelled fifth ends
+    with a clearly lower mean s_i."""
+    trainer, _, wrong = search(reward, seed)
     s = trainer.policy.s.detach().numpy()
     assert s[wrong].mean() < s[~wrong].mean() - 0.1
     # |m| is counted over the whole dataset and logged (paper Fig. 2); it starts near ratio_init * N.
@@ -83,18 +101,15 @@ def test_cads_e_lowers_the_scores_of_wrong_labels(tmp_path, seed):
     assert sizes[0] == pytest.approx(50, abs=8)
 
 
-def test_top_k_of_learned_scores_drops_wrong_labels_and_trains_for_exactly_the_budget(tmp_path):
-    dataset, validation, wrong = noisy_fifth(100, seed=0)
-    args = make_args(tmp_path)
-    trainer = CADSTrainer(model=ToyClassifier(), args=args, sources=dataset, eval_dataset=validation)
-    trainer.train()
+def test_top_k_of_learned_scores_drops_wrong_labels_and_trains_for_exactly_the_budget(search, tmp_path):
+    trainer, dataset, wrong = search("penalty", 0)
     selection = ExampleSelection.from_scores(
         trainer.policy.s, compute_budget=130, strategy="top_k", num_examples=60, method="cads-e"
     )
     assert len(selection) == 60
     assert wrong[selection.example_ids].mean() < wrong.mean()  # fewer mislabelled than a random 60 would hold
     collator = CountingCollator()
-    final = train_on_selection(ToyClassifier(1), dataset, selection, args, data_collator=collator)
+    final = train_on_selection(ToyClassifier(1), dataset, selection, make_args(tmp_path), data_collator=collator)
     assert collator.rows == 130  # not a multiple of the batch (20): the last batch is cut at the budget
     assert final.state.global_step == 7
 

@@ -1,0 +1,264 @@
+"""noisy_sources: heterogeneous label-noise sources on the real MNIST test set (paper §5.2 / Table 2 / Fig. 3).
+
+Two designs, both cut from the 10,000 MNIST test images (1,000 test, 500 clean validation, the rest as sources):
+  scarce  a clean source of 300 images and four of 2,000 at 20 / 40 / 60 / 80% label noise; budgets 1-16 epochs of
+          the 8,300-image union. Here the best fixed mixture changes with the budget.
+  paper   five sources of 1,700 at 0 / 22.5 / 45 / 67.5 / 90% noise (the paper's split); kept for fidelity.
+
+Rules (stated because the crossover depends on them): the paper's small CNN, Adam at a constant learning rate of
+1e-3, batch 128, every run spends its whole budget (no early stopping, no checkpoint picking). A fixed mixture is
+trained once at the largest budget and scored at every smaller budget on the way (constant learning rate + the
+budget sampler's prefix property make that the same model a shorter run ends with, to within one partial batch).
+
+Rows per budget: Best-source (each source alone, chosen on validation), Full-dataset (every source, ratio 1),
+Uniform (ratio 0.5 everywhere), Oracle (best of a grid of fixed mixtures, chosen on validation), and CADS-S with each
+reward (search, then a fresh model trained on the learned mixture for exactly the budget). Test accuracy, mean and
+sample std over seeds.
+
+    python benchmarks/noisy_sources.py --quick            # one seed, two budgets, short searches
+    python benchmarks/noisy_sources.py --design scarce    # full
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+
+import numpy as np
+import torch
+import transformers
+from common import BudgetCheckpoints, Stopwatch, mean_std, shared_data, write_results
+
+from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, train_on_mixture
+from cads_hf.evaluation import classification_accuracy
+from cads_hf.final_training import plain_training_args
+from cads_hf.vision import (
+    ImageCollator,
+    SmallCNN,
+    SmallCNNConfig,
+    make_noisy_sources,
+    read_mnist_idx,
+    split_sources,
+    synthetic_digits,
+)
+
+transformers.logging.set_verbosity_error()
+
+DESIGNS = {
+    "scarce": {
+        "sizes": [300, 2000, 2000, 2000, 2000],
+        "noise": [0.0, 0.2, 0.4, 0.6, 0.8],
+        "epochs": [1, 2, 4, 8, 16],
+        "grid": [
+            [1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1],
+            [1, 0.5, 0.5, 0, 0], [1, 1, 0.5, 0, 0],
+        ],
+    },
+    "paper": {
+        "sizes": [1700] * 5,
+        "noise": [0.0, 0.225, 0.45, 0.675, 0.9],
+        "epochs": [1, 2, 4, 8],
+        "grid": [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 0.5, 0, 0, 0]],
+    },
+}
+BATCH = 128
+COLLATOR = ImageCollator()
+
+
+def load_images(seed: int):
+    images = shared_data("vision", "mnist", "t10k-images-idx3-ubyte.gz")
+    labels = shared_data("vision", "mnist", "t10k-labels-idx1-ubyte.gz")
+    if images and labels:
+        return read_mnist_idx(images, labels), "mnist-test"
+    return synthetic_digits(10_000, seed=seed), "synthetic-digits (../shared/data absent)"
+
+
+def build(design: dict, seed: int):
+    data, name = load_images(seed)
+    parts = split_sources(data, {"test": 1000, "validation": 500, "pool": sum(design["sizes"])}, seed=seed)
+    sources = make_noisy_sources(parts["pool"], noise_levels=design["noise"], sizes=design["sizes"], seed=seed)
+    return sources, parts["validation"], parts["test"], name
+
+
+def fresh_model(seed: int):
+    torch.manual_seed(seed)
+    return SmallCNN(SmallCNNConfig())
+
+
+def training_args(output_dir: str, seed: int, **extra):
+    return dict(
+        output_dir=output_dir, per_device_train_batch_size=BATCH, learning_rate=1e-3, lr_scheduler_type="constant",
+        weight_decay=0.0, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        use_cpu=True, seed=seed, per_device_eval_batch_size=500, **extra,
+    )
+
+
+def fixed_mixture_run(sources, validation, test, ratios, budgets, seed, output_dir):
+    """One run at the largest budget on D_r; validation and test accuracy at every budget."""
+    checkpoints = BudgetCheckpoints(
+        budgets, BATCH,
+        lambda model: (classification_accuracy(model, validation, COLLATOR), classification_accuracy(model, test, COLLATOR)),
+    )
+    watch = Stopwatch()
+    args = plain_training_args(CADSConfig(**training_args(output_dir, seed), compute_budget=max(budgets)))
+    train_on_mixture(
+        fresh_model(seed), sources, ratios, ComputeBudget(max(budgets)), args, data_collator=COLLATOR,
+        callbacks=[checkpoints],
+    )
+    return {"by_budget": {str(b): {"val": v, "test": t} for b, (v, t) in checkpoints.results.items()}, "wall_s": watch()}
+
+
+def cads_run(sources, validation, test, budget, seed, reward, search_fraction, output_dir):
+    """CADS-S search for one budget, then a fresh model on the learned mixture for exactly that budget."""
+    search_steps = max(10, math.ceil(budget * search_fraction / BATCH))
+    config = CADSConfig(
+        **training_args(output_dir, seed, max_steps=search_steps), compute_budget=budget, reward=reward,
+        selection_eval_batch_size=BATCH, surrogate_fractions=[0.05, 0.2, 0.5, 1.0],
+    )
+    watch = Stopwatch()
+    search = CADSTrainer(
+        model=fresh_model(seed), args=config, sources=sources, eval_dataset=validation, data_collator=COLLATOR
+    )
+    search.train()
+    search_s = watch()
+    mixture = search.mixture()
+    watch = Stopwatch()
+    final = train_on_mixture(
+        fresh_model(seed), sources, mixture.ratios, ComputeBudget(budget), plain_training_args(config),
+        data_collator=COLLATOR,
+    )
+    final_s = watch()
+    trajectory = [
+        {k.split("/")[-1]: v for k, v in entry.items() if k.startswith("selection/ratio/")} | {"step": entry["step"]}
+        for entry in search.state.log_history if "selection/objective" in entry
+    ]
+    return {
+        "ratios": mixture.ratios,
+        "test": classification_accuracy(final.model, test, COLLATOR),
+        "val": classification_accuracy(final.model, validation, COLLATOR),
+        "search_s": search_s,
+        "final_s": final_s,
+        "surrogate_cost": search.surrogate.cost if search.surrogate is not None else 0.0,
+        "trajectory": trajectory,
+    }
+
+
+def summarize(design: dict, fixed: dict, cads: dict, budgets: list[int], seeds: list[int], names: list[str]) -> list:
+    rows = []
+    singles = {n: [float(i == j) for j in range(len(names))] for i, n in enumerate(names)}
+    for budget in budgets:
+        b = str(budget)
+        row = {"budget": budget, "epochs": budget / sum(design["sizes"])}
+
+        def chosen(candidates, seed):
+            best = max(candidates, key=lambda key: fixed[key][seed]["by_budget"][b]["val"])
+            return best, fixed[best][seed]["by_budget"][b]["test"]
+
+        picks = [chosen([str(r) for r in singles.values()], s) for s in seeds]
+        row["best_source"] = {**mean_std([t for _, t in picks]), "chosen": [k for k, _ in picks]}
+        row["full"] = mean_std([fixed[str([1.0] * len(names))][s]["by_budget"][b]["test"] for s in seeds])
+        row["uniform"] = mean_std([fixed[str([0.5] * len(names))][s]["by_budget"][b]["test"] for s in seeds])
+        grid_keys = [str([float(x) for x in r]) for r in design["grid"]] + [str(r) for r in singles.values()]
+        picks = [chosen(grid_keys, s) for s in seeds]
+        row["oracle"] = {**mean_std([t for _, t in picks]), "chosen": [k for k, _ in picks]}
+        row["fixed"] = {k: mean_std([fixed[k][s]["by_budget"][b]["test"] for s in seeds]) for k in grid_keys}
+        for reward, runs in cads.items():
+            if b not in runs:  # the penalty reward may skip large budgets
+                continue
+            results = [runs[b][s] for s in seeds]
+            row[f"cads_{reward}"] = {
+                **mean_std([r["test"] for r in results]),
+                "ratios": {n: mean_std([r["ratios"][n] for r in results]) for n in names},
+                "selection_cost_over_final": float(np.mean([r["search_s"] / r["final_s"] for r in results])),
+            }
+        rows.append(row)
+    return rows
+
+
+def plot(rows, names, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epochs"] for r in rows]
+    rewards = sorted({k for r in rows for k in r if k.startswith("cads_")})
+    fig, axes = plt.subplots(1, len(rewards) + 1, figsize=(5 * (len(rewards) + 1), 4), sharey=True)
+    for ax, reward in zip(axes, rewards):
+        present = [r for r in rows if reward in r]
+        for name in names:
+            ax.errorbar([r["epochs"] for r in present], [r[reward]["ratios"][name]["mean"] for r in present],
+                        yerr=[r[reward]["ratios"][name]["std"] for r in present], marker="o", label=name, capsize=3)
+        ax.set(title=f"learned ratios ({reward[5:]})", xscale="log", xlabel="budget (epochs of the union)")
+    oracle = axes[-1]
+    for j, name in enumerate(names):
+        oracle.plot(epochs, [np.mean([json.loads(c)[j] for c in r["oracle"]["chosen"]]) for r in rows], marker="s", label=name)
+    oracle.set(title="oracle's best fixed mixture", xscale="log", xlabel="budget (epochs of the union)")
+    axes[0].set_ylabel("ratio")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--design", choices=sorted(DESIGNS), default="scarce")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rewards", nargs="+", default=["validation", "penalty"])
+    parser.add_argument("--penalty_max_epochs", type=float, default=4,
+                        help="Largest budget (epochs) at which the penalty reward runs (its surrogate costs 4 runs).")
+    parser.add_argument("--search_fraction", type=float, default=1.0, help="Search length as a fraction of the budget.")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", default=None)
+    options = parser.parse_args()
+    torch.set_num_threads(options.threads)
+    design = copy.deepcopy(DESIGNS[options.design])
+    seeds = list(range(1 if options.quick else options.seeds))
+    if options.quick:
+        design["epochs"] = [1, 4]
+        design["grid"] = design["grid"][:3] + [design["grid"][4]]
+    union = sum(design["sizes"])
+    budgets = [int(e * union) for e in design["epochs"]]
+    work = f"/tmp/cads_bench/noisy_sources_{options.design}"
+
+    fixed, names, data_name = {}, None, None
+    for seed in seeds:
+        sources, validation, test, data_name = build(design, seed)
+        names = list(sources)
+        singles = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
+        mixtures = [[float(x) for x in r] for r in design["grid"]] + singles + [[0.5] * len(names)]
+        for ratios in {str(r): r for r in mixtures}.values():
+            fixed.setdefault(str(ratios), {})[seed] = fixed_mixture_run(
+                sources, validation, test, ratios, budgets, seed, f"{work}/fixed"
+            )
+            print(f"seed {seed} fixed {ratios}: {fixed[str(ratios)][seed]['by_budget']}", flush=True)
+    cads = {}
+    for reward in options.rewards:
+        for budget, epochs in zip(budgets, design["epochs"]):
+            if reward == "penalty" and epochs > options.penalty_max_epochs:
+                continue
+            for seed in seeds:
+                sources, validation, test, _ = build(design, seed)
+                result = cads_run(sources, validation, test, budget, seed, reward, options.search_fraction, f"{work}/cads")
+                cads.setdefault(reward, {}).setdefault(str(budget), {})[seed] = result
+                print(f"seed {seed} {reward} budget {budget}: test {result['test']:.4f} ratios "
+                      f"{ {k: round(v, 3) for k, v in result['ratios'].items()} }", flush=True)
+    rows = summarize(design, fixed, cads, budgets, seeds, names)
+    results = {
+        "design": options.design, "data": data_name, "sources": dict(zip(names, design["sizes"])),
+        "noise": dict(zip(names, design["noise"])), "seeds": seeds, "quick": options.quick,
+        "search_fraction": options.search_fraction, "rows": rows,
+        "runs": {"fixed": fixed, "cads": cads},
+    }
+    suffix = "_quick" if options.quick else ""
+    path = write_results(f"noisy_sources_{options.design}{suffix}", results, options.output)
+    plot(rows, names, path.replace(".json", ".png"))
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
