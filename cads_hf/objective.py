@@ -26,10 +26,12 @@ class StepStatistics:
     unit_weights: torch.Tensor  # (K, U) weight of each unit in sample k's training loss
     subset_sizes: torch.Tensor  # (K,) examples each sampled selection keeps
     unit_alignment: torch.Tensor | None = None  # (U,) <g_val, g_u> per unit, for rewards that ask for it
+    model_weights: torch.Tensor | None = None  # (U,) weights of the selection the model trains on, if not the samples'
 
-    def train_losses(self) -> torch.Tensor:
-        """L_trn(theta, m_k): the training loss on each sampled selection, as a weighted mean of unit losses."""
-        weights = self.unit_weights.to(self.unit_losses.dtype)
+    def train_losses(self, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """L_trn(theta, m): the training loss on each sampled selection (or on `weights`), a weighted mean of unit
+        losses."""
+        weights = (self.unit_weights if weights is None else weights).to(self.unit_losses.dtype)
         return (weights * self.unit_losses).sum(-1) / weights.sum(-1).clamp_min(1e-12)
 
 
@@ -38,6 +40,7 @@ class Reward:
 
     needs_surrogate: bool = False
     needs_alignment: bool = False
+    trains_on_selection: bool = False  # the search samples D_s (seen / fresh units) instead of whole sources
 
     def costs(self, stats: StepStatistics) -> torch.Tensor:
         """J_k for each sample, shape (K,), differentiable in `stats.unit_losses` and `stats.val_loss`."""
@@ -81,10 +84,30 @@ class ValidationReward(Reward):
         return -(weights * stats.unit_alignment).sum(-1) / weights.sum(-1).clamp_min(1e-12)
 
     def model_objective(self, stats: StepStatistics, costs: torch.Tensor) -> torch.Tensor:
+        if stats.model_weights is not None:
+            return stats.train_losses(stats.model_weights)
         return stats.train_losses().mean()
 
 
-REWARDS: dict[str, type[Reward]] = {"penalty": PenaltyReward, "validation": ValidationReward}
+class HorizonReward(ValidationReward):
+    """Validation-driven and budget-aware: the same score as `ValidationReward`, but the search trains the model on
+    the current selection D_s itself and for the budget's length, so each example is repeated as often as the final
+    run will repeat it.
+
+    Each source is measured on two units: the examples D_s keeps (seen, possibly memorized) and those it leaves
+    out (fresh). A sample that raises r_j above s_j is scored with source j's fresh examples, one that lowers it
+    gives up seen ones. Small data that a large budget would memorize loses alignment as it is memorized, and the
+    selection widens; noisy data whose gradients oppose validation narrows it.
+    """
+
+    trains_on_selection = True
+
+
+REWARDS: dict[str, type[Reward]] = {
+    "penalty": PenaltyReward,
+    "validation": ValidationReward,
+    "horizon": HorizonReward,
+}
 
 
 @dataclass
@@ -106,7 +129,9 @@ def evaluate_objective(reward: Reward, stats: StepStatistics) -> ObjectiveEvalua
     """
     unit_losses = stats.unit_losses.detach().clone().requires_grad_(True)
     val_loss = stats.val_loss.detach().clone().requires_grad_(True)
-    leaf_stats = StepStatistics(unit_losses, val_loss, stats.unit_weights, stats.subset_sizes, stats.unit_alignment)
+    leaf_stats = StepStatistics(
+        unit_losses, val_loss, stats.unit_weights, stats.subset_sizes, stats.unit_alignment, stats.model_weights
+    )
     costs = reward.costs(leaf_stats)
     objective = reward.model_objective(leaf_stats, costs)
     unit_grad, val_grad = torch.autograd.grad(objective, (unit_losses, val_loss), allow_unused=True)

@@ -189,3 +189,65 @@ class StratifiedSourceSampler(Sampler[int]):
             yield int(self.offsets[j] + orders[j][cursors[j]])
             cursors[j] += 1
 
+
+
+def selection_ranks(source_sizes: Sequence[int], seed: int) -> np.ndarray:
+    """Each example's position in its source's selection order: it belongs to D_r exactly when its rank is below
+    round(r_j |D_j|) (the order `selected_indices` uses). Indexed by global index."""
+    return np.concatenate([np.argsort(_permutation(size, seed, j)) for j, size in enumerate(source_sizes)])
+
+
+class SelectionAwareSampler(Sampler[int]):
+    """A search sampler that follows the current selection: in every batch each source gets an equal share of
+    slots, half drawn from the examples its current ratio selects (what a run on D_s trains on) and half from those
+    it leaves out (what raising the ratio would add). Sources with nothing on one side fill both halves from the
+    other.
+
+    `ratios()` is read when each batch is drawn, so the search trains on the selection as it evolves. Draws are
+    seeded by (seed, epoch, batch), so a resumed run with the same ratios draws the same batches.
+    """
+
+    def __init__(
+        self,
+        source_sizes: Sequence[int],
+        batch_size: int,
+        ratios,
+        num_samples: int | None = None,
+        seed: int = 0,
+    ):
+        if batch_size < len(source_sizes):
+            raise ValueError(
+                f"The per-device batch size ({batch_size}) must be at least the number of sources "
+                f"({len(source_sizes)}) so that every batch measures every source."
+            )
+        self.source_sizes = list(source_sizes)
+        self.offsets = np.concatenate([[0], np.cumsum(self.source_sizes)])
+        self.orders = [_permutation(size, seed, j) for j, size in enumerate(self.source_sizes)]
+        self.batch_size, self.ratios, self.seed, self.epoch = batch_size, ratios, seed, 0
+        self.num_samples = int(num_samples if num_samples is not None else self.offsets[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def _batch(self, block: int, size: int) -> list[int]:
+        n = len(self.source_sizes)
+        rng = np.random.default_rng([self.seed, 7_368_787, self.epoch, block])
+        ratios = [float(r) for r in self.ratios()]
+        shares = [size // n + (1 if (slot - block) % n < size % n else 0) for slot in range(n)]
+        batch = []
+        for j, share in enumerate(shares):
+            kept = int(round(ratios[j] * self.source_sizes[j]))
+            seen, fresh = self.orders[j][:kept], self.orders[j][kept:]
+            n_seen = (share + 1) // 2 if len(fresh) else share
+            n_seen = n_seen if len(seen) else 0
+            picks = [seen[rng.integers(len(seen))] for _ in range(n_seen)]
+            picks += [fresh[rng.integers(len(fresh))] for _ in range(share - n_seen)]
+            batch += [int(self.offsets[j] + i) for i in picks]
+        return batch
+
+    def __iter__(self) -> Iterator[int]:
+        for block, start in enumerate(range(0, self.num_samples, self.batch_size)):
+            yield from self._batch(block, min(self.batch_size, self.num_samples - start))

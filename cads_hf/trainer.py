@@ -9,6 +9,7 @@ The trainer wraps `super()`; the math lives in `policies`, `objective` and `surr
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 from collections import defaultdict
@@ -18,17 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
 
 from .budget import ComputeBudget
 from .config import CADSConfig
 from .final_training import SequenceDataset, budget_sequence, example_lengths, inner_run_overrides, train_for_budget
-from .io import atomic_torch_save
+from .io import atomic_torch_save, checkpoint_problem, last_complete_checkpoint
 from .losses import dataset_loss, example_losses
 from .mixture import Mixture
 from .objective import REWARDS, PenaltyReward, Reward, StepStatistics, evaluate_objective, reinforce_gradient
 from .policies import BernoulliPolicy, TruncatedGaussianPolicy
-from .sources import SOURCE_ID, SourceSet, StratifiedSourceSampler
+from .sources import SOURCE_ID, SelectionAwareSampler, SourceSet, StratifiedSourceSampler, selection_ranks
 from .surrogate import SURROGATE_NAME, LossSurrogate
 
 logger = logging.getLogger(__name__)
@@ -109,14 +109,17 @@ class CADSTrainer(Trainer):
         if args.selection_level == "example" and not isinstance(sources, Mapping):
             sources = {"train": sources}
         self.source_set = _TaggedSourceSet(sources)
+        # Checked before Trainer creates output_dir, so that a rejected set-up writes nothing.
+        self.budget = ComputeBudget(args.compute_budget, args.budget_unit)
+        mean_tokens = float(example_lengths(self.source_set).mean()) if args.budget_unit == "tokens" else None
+        self.budget.check_covers_batch(
+            args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps, mean_tokens
+        )
         self._initial_model_state = copy.deepcopy(model.state_dict()) if model is not None else None
         super().__init__(model=model, args=args, train_dataset=self.source_set, eval_dataset=eval_dataset, **kwargs)
         # Our loss is a per-batch mean: let Trainer divide it by the gradient accumulation steps.
         self.loss_is_scaled_for_ga = False
 
-        self.budget = ComputeBudget(args.compute_budget, args.budget_unit)
-        mean_tokens = float(example_lengths(self.source_set).mean()) if args.budget_unit == "tokens" else None
-        self.budget.check_covers_batch(self._global_batch_size(), mean_tokens)
         self.per_example_loss = per_example_loss or example_losses
         if args.selection_level == "source":
             self.policy = TruncatedGaussianPolicy(
@@ -125,6 +128,10 @@ class CADSTrainer(Trainer):
         else:
             self.policy = BernoulliPolicy(len(self.source_set), init=args.ratio_init)
         self.selection_optimizer = torch.optim.Adam([self.policy.s], lr=args.selection_learning_rate)
+        reward_cls = type(reward) if reward is not None else REWARDS[args.reward]
+        # Rewards that train on the selection measure each source twice: its selected (seen) and left-out examples.
+        self._split_units = args.selection_level == "source" and reward_cls.trains_on_selection
+        self._ranks = torch.as_tensor(selection_ranks(self.source_set.sizes, args.seed)) if self._split_units else None
         self.surrogate = surrogate
         self._reward_override = reward
         self.reward: Reward | None = None
@@ -134,9 +141,6 @@ class CADSTrainer(Trainer):
         self._val_collator = None
 
     # ----------------------------------------------------------------------------------------------------- set-up
-    def _global_batch_size(self) -> int:
-        return self.args.per_device_train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
-
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         # The selection tags must survive Trainer's column pruning; compute_loss pops them before the forward.
@@ -145,6 +149,13 @@ class CADSTrainer(Trainer):
                 self._signature_columns.append(column)
 
     def _get_train_sampler(self, train_dataset=None):
+        if self._split_units:
+            return SelectionAwareSampler(
+                self.source_set.sizes,
+                self.args.per_device_train_batch_size,
+                ratios=lambda: self.policy.s.detach().tolist(),
+                seed=self.args.seed,
+            )
         return StratifiedSourceSampler(
             self.source_set.sizes, self.args.per_device_train_batch_size, seed=self.args.seed
         )
@@ -158,8 +169,10 @@ class CADSTrainer(Trainer):
         return reward_cls()
 
     def train(self, resume_from_checkpoint=None, **kwargs):
+        resume_from_checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
+        self._check_inputs()
         if self._reward_override is None and REWARDS[self.args.reward].needs_surrogate and self.surrogate is None:
-            checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
+            checkpoint = resume_from_checkpoint
             if checkpoint is not None and os.path.isfile(os.path.join(checkpoint, SURROGATE_NAME)):
                 self.surrogate = LossSurrogate.load(checkpoint)
             else:
@@ -168,9 +181,35 @@ class CADSTrainer(Trainer):
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def _resolve_checkpoint(self, resume_from_checkpoint) -> str | None:
+        """The checkpoint to resume from. `True` takes the last *complete* one in `output_dir` (a run killed while
+        saving leaves an incomplete one behind, which Trainer would pick); a given folder must be complete."""
         if resume_from_checkpoint is True:
-            return get_last_checkpoint(self.args.output_dir)
-        return resume_from_checkpoint or None
+            return last_complete_checkpoint(self.args.output_dir)
+        if not resume_from_checkpoint:
+            return None
+        problem = checkpoint_problem(resume_from_checkpoint) if os.path.isdir(resume_from_checkpoint) else "no such folder"
+        if problem is not None:
+            raise ValueError(f"Cannot resume from {resume_from_checkpoint}: {problem}.")
+        return resume_from_checkpoint
+
+    def _check_inputs(self) -> None:
+        """Collate one row of every source and of the validation set before training, so that a missing column or
+        a row the collator rejects fails now, naming its dataset, rather than at the first step."""
+        forward = inspect.signature(self.accelerator.unwrap_model(self.model).forward).parameters.values()
+        required = [p.name for p in forward if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        collator = self._get_collator_with_removed_columns(self.data_collator, "training")
+        rows = [(f"source {name!r}", self.source_set[int(start)]) for name, start in zip(self.source_set.names, self.source_set.offsets)]
+        for what, row in [*rows, ("the validation set", self.eval_dataset[0])]:
+            try:
+                batch = collator([row])
+            except Exception as err:
+                raise ValueError(f"The rows of {what} cannot be collated: {type(err).__name__}: {err}") from err
+            missing = [name for name in dict.fromkeys(["labels", *required]) if name not in batch]
+            if missing:
+                raise ValueError(
+                    f"Batches of {what} lack {missing}, which the loss or the model's forward needs; "
+                    f"they hold {sorted(batch)}."
+                )
 
     def collect_surrogate(self) -> LossSurrogate:
         """Fit l(n) (paper §C): for each configured fraction, train a fresh copy of the initial model on a random
@@ -226,7 +265,8 @@ class CADSTrainer(Trainer):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         loss_sums, counts = self.per_example_loss(outputs, labels)
-        units = self._aggregate(loss_sums, counts, source_ids)
+        unit_ids = self._unit_ids(source_ids, example_ids)
+        units = self._aggregate(loss_sums, counts, unit_ids)
         unwrapped = self.accelerator.unwrap_model(model)
         val_sum, val_count = self._validation_loss(unwrapped)
         val_totals = self.accelerator.reduce(
@@ -234,13 +274,20 @@ class CADSTrainer(Trainer):
         )
         alignment = None
         if self.reward.needs_alignment:
-            alignment = self._unit_alignment(unwrapped, inputs, labels, source_ids, val_sum / val_totals[1].to(val_sum))
+            alignment = self._unit_alignment(unwrapped, inputs, labels, unit_ids, val_sum / val_totals[1].to(val_sum))
 
         generator = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self._selection_counters["micro_steps"])
         self._selection_counters["micro_steps"] += 1
         samples = self.policy.sample(self.args.num_ratio_samples, generator)
         measured = (units.global_counts > 0).cpu()
-        if self.args.selection_level == "source":
+        model_weights = None
+        if self._split_units:
+            s = self.policy.s.detach()
+            sizes = self.policy.source_sizes
+            unit_weights = torch.stack([torch.minimum(samples, s), (samples - s).clamp_min(0)], -1).flatten(1)
+            unit_weights = unit_weights * sizes.repeat_interleave(2) * measured
+            model_weights = torch.stack([s, torch.zeros_like(s)], -1).flatten() * sizes.repeat_interleave(2) * measured
+        elif self.args.selection_level == "source":
             unit_weights = samples * self.policy.source_sizes * measured
         else:
             unit_weights = samples[:, self.accelerator.gather(example_ids).cpu()] * measured
@@ -250,6 +297,7 @@ class CADSTrainer(Trainer):
             unit_weights=unit_weights,
             subset_sizes=self.policy.subset_sizes(samples),
             unit_alignment=alignment,
+            model_weights=model_weights,
         )
         evaluation = evaluate_objective(self.reward, stats)
         finite = [evaluation.costs, units.global_sums, val_totals] + ([alignment] if alignment is not None else [])
@@ -270,15 +318,24 @@ class CADSTrainer(Trainer):
         self._record_step(stats, evaluation)
         return (loss, outputs) if return_outputs else loss
 
-    def _aggregate(self, sums: torch.Tensor, counts: torch.Tensor, source_ids: torch.Tensor) -> _UnitTotals:
+    def _unit_ids(self, source_ids: torch.Tensor, example_ids: torch.Tensor) -> torch.Tensor:
+        """The unit each example of the batch counts for: its source, or (split units) 2 * source + 1 when the
+        current selection leaves the example out. CADS-E units are the examples themselves."""
+        if not self._split_units:
+            return source_ids
+        kept = torch.round(self.policy.s.detach() * self.policy.source_sizes).to(torch.long).to(source_ids.device)
+        fresh = self._ranks.to(source_ids.device)[example_ids] >= kept[source_ids]
+        return 2 * source_ids + fresh.long()
+
+    def _aggregate(self, sums: torch.Tensor, counts: torch.Tensor, unit_ids: torch.Tensor) -> _UnitTotals:
         """Per-unit loss sums of this process (with their graph) and their totals over all processes.
 
-        Units are sources (CADS-S: sums pooled by source, then all-reduced) or the examples of the global batch
+        Units are sources (CADS-S: sums pooled by unit, then all-reduced) or the examples of the global batch
         (CADS-E: gathered, this process's examples at its own offset)."""
         if self.args.selection_level == "source":
-            n = len(self.source_set.sizes)
-            local = torch.zeros(n, device=sums.device, dtype=sums.dtype).index_add(0, source_ids, sums)
-            local_counts = torch.zeros(n, device=sums.device, dtype=torch.float64).index_add(0, source_ids, counts.double())
+            n = len(self.source_set.sizes) * (2 if self._split_units else 1)
+            local = torch.zeros(n, device=sums.device, dtype=sums.dtype).index_add(0, unit_ids, sums)
+            local_counts = torch.zeros(n, device=sums.device, dtype=torch.float64).index_add(0, unit_ids, counts.double())
             return _UnitTotals(
                 local,
                 self.accelerator.reduce(local.detach().double(), reduction="sum"),
@@ -294,7 +351,7 @@ class CADSTrainer(Trainer):
         )
 
     @torch.no_grad()
-    def _unit_alignment(self, unwrapped, inputs, labels, source_ids, val_share: torch.Tensor) -> torch.Tensor:
+    def _unit_alignment(self, unwrapped, inputs, labels, unit_ids, val_share: torch.Tensor) -> torch.Tensor:
         """<g_val, g_u> for every unit, along the normalized validation gradient, by central differences.
 
         One validation backward and two forwards of the batch score every unit at once; both forwards run in eval
@@ -321,7 +378,7 @@ class CADSTrainer(Trainer):
             unwrapped.train(was_training)
         (plus, counts), (minus, _) = shifted
         derivative = (plus.double() - minus.double()) / (2 * ALIGNMENT_STEP)
-        return self._aggregate(derivative, counts, source_ids).global_means().cpu()
+        return self._aggregate(derivative, counts, unit_ids).global_means().cpu()
 
     def _validation_loss(self, model) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss sum and term count of this process's share of a validation batch, drawn deterministically from
@@ -440,7 +497,11 @@ class CADSTrainer(Trainer):
         path = os.path.join(checkpoint, SELECTION_STATE_NAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Checkpoint {checkpoint} has no {SELECTION_STATE_NAME}; it was not written by CADSTrainer.")
-        self.load_selection_state_dict(torch.load(path, weights_only=False))
+        try:
+            state = torch.load(path, weights_only=False)
+        except Exception as err:
+            raise ValueError(f"{path} is corrupted or truncated ({err}); resume from an earlier checkpoint.") from err
+        self.load_selection_state_dict(state)
 
     # ---------------------------------------------------------------------------------------------------- result
     def mixture(self, **metadata) -> Mixture:

@@ -16,6 +16,7 @@ from transformers import EvalPrediction, Trainer
 
 from ..budget import ComputeBudget
 from ..config import CADSConfig
+from ..evaluation import load_metric
 from ..example_selection import train_on_examples
 from ..final_training import train_on_mixture
 from ..sources import SourceSet
@@ -54,12 +55,13 @@ def _argmax_logits(logits, labels):
     return logits.argmax(-1)
 
 
-def classification_accuracy(prediction: EvalPrediction) -> dict[str, float]:
-    """Accuracy when the predictions are one class per example (a classifier); nothing for token predictions."""
+def _accuracy(prediction: EvalPrediction) -> dict[str, float]:
+    """`compute_metrics`: the shipped accuracy metric when there is one predicted class per example (a classifier),
+    nothing for token predictions."""
     predictions, labels = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
     if predictions.ndim != 1 or predictions.shape != labels.shape:
         return {}
-    return {"accuracy": float((predictions == labels).mean())}
+    return load_metric("accuracy").compute(predictions=predictions, references=labels)
 
 
 def _evaluated_run(name: str, trainer: Trainer, eval_dataset, **extra) -> BaselineRun:
@@ -74,7 +76,7 @@ def _trainer_kwargs(args: CADSConfig, name: str, trainer_kwargs: dict) -> dict:
     accuracy = (
         {}
         if "compute_metrics" in trainer_kwargs
-        else {"compute_metrics": classification_accuracy, "preprocess_logits_for_metrics": _argmax_logits}
+        else {"compute_metrics": _accuracy, "preprocess_logits_for_metrics": _argmax_logits}
     )
     return {"args_overrides": {"output_dir": os.path.join(args.output_dir, name)}, **accuracy, **trainer_kwargs}
 
