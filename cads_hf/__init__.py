@@ -2,6 +2,7 @@
 
 from .budget import ComputeBudget
 from .config import CADSConfig
+from .example_selection import ExampleSelection, train_on_selection
 from .final_training import train_for_budget, train_on_mixture
 from .mixture import Mixture
 from .objective import REWARDS, PenaltyReward, Reward, StepStatistics
@@ -16,6 +17,8 @@ __all__ = [
     "CADSConfig",
     "CADSTrainer",
     "ComputeBudget",
+    "ExampleSelection",
+    "train_on_selection",
     "LossSurrogate",
     "Mixture",
     "PenaltyReward",

@@ -18,10 +18,9 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from .budget import ComputeBudget
-from .final_training import SequenceDataset, budget_sequence, train_for_budget
+from .final_training import train_on_examples
 from .io import atomic_write_text, read_json
 from .policies import BernoulliPolicy
-from .sources import SourceSet
 
 SELECTION_NAME = "example_selection.json"
 STRATEGIES = ("sample", "top_k")
@@ -152,14 +151,9 @@ class ExampleSelection:
         cls, path_or_repo_id: str, revision: str | None = None, token: str | None = None
     ) -> ExampleSelection:
         """Load from a folder, an `example_selection.json` path, or a Hub repository id."""
-        if os.path.isdir(path_or_repo_id):
-            path = os.path.join(path_or_repo_id, SELECTION_NAME)
-        elif os.path.isfile(path_or_repo_id):
-            path = path_or_repo_id
-        else:
-            from .hub import download_file
+        from .hub import resolve_file
 
-            path = download_file(path_or_repo_id, SELECTION_NAME, revision=revision, token=token)
+        path = resolve_file(path_or_repo_id, SELECTION_NAME, revision=revision, token=token)
         data = read_json(path, what="example selection")
         missing = [k for k in ("example_ids", "dataset_size", "compute_budget") if k not in data]
         if missing:
@@ -169,28 +163,6 @@ class ExampleSelection:
             return cls(**{k: v for k, v in data.items() if k in known})
         except (TypeError, ValueError) as err:
             raise ValueError(f"The example selection file {path} is invalid: {err}") from err
-
-
-def train_on_examples(
-    model,
-    dataset,
-    example_ids: Sequence[int],
-    budget: ComputeBudget,
-    args: TrainingArguments,
-    **trainer_kwargs,
-) -> Trainer:
-    """Train `model` (or `model_init=` in `trainer_kwargs`) on the examples `example_ids` of `dataset` for exactly
-    `budget`: reshuffled passes over them, cut where the budget is spent (`SourceMixtureSampler` with one source)."""
-    if len(example_ids) == 0:
-        raise ValueError("No example to train on: example_ids is empty.")
-    if hasattr(dataset, "select"):  # a `datasets.Dataset`: the view keeps its columns (token lengths) and transforms
-        view = dataset.select(list(example_ids))
-    elif budget.unit == "tokens":
-        raise ValueError("A token budget reads token lengths from columns: pass a `datasets.Dataset`.")
-    else:
-        view = SequenceDataset(dataset, example_ids)
-    sequence = budget_sequence(SourceSet({"examples": view}), [1.0], budget, seed=args.seed)
-    return train_for_budget(model, view, list(sequence), args, **trainer_kwargs)
 
 
 def train_on_selection(

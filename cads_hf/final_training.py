@@ -44,19 +44,36 @@ def plain_training_args(args: TrainingArguments, **overrides) -> TrainingArgumen
 def inner_run_overrides(output_dir: str) -> dict:
     """Arguments of a run nested inside a search (surrogate points, bilevel inner runs): its own folder, no
     checkpoints, no reporting, no progress bar."""
-    return {"output_dir": output_dir, "save_strategy": "no", "report_to": "none", "push_to_hub": False, "disable_tqdm": True}
+    return {
+        "output_dir": output_dir,
+        "save_strategy": "no",
+        "report_to": "none",
+        "push_to_hub": False,
+        "logging_strategy": "no",
+        "log_level": "error",
+    }
 
 
 def example_lengths(source_set: SourceSet) -> np.ndarray:
-    """Tokens per example, from a `length` column or else the length of `input_ids`."""
-    try:
-        return source_set.column("length")
-    except (KeyError, ValueError):
-        return np.concatenate([[len(ids) for ids in source["input_ids"]] for source in source_set.sources])
+    """Tokens per example: a `length` column, else the length of `input_ids` (read row by row for plain datasets)."""
+    lengths = []
+    for source in source_set.sources:
+        columns = getattr(source, "column_names", None)
+        if columns is not None and "length" in columns:
+            lengths.append(np.asarray(source["length"]))
+        elif columns is not None and "input_ids" in columns:
+            lengths.append(np.array([len(ids) for ids in source["input_ids"]]))
+        else:
+            rows = (source[i] for i in range(len(source)))
+            lengths.append(np.array([row["length"] if "length" in row else len(row["input_ids"]) for row in rows]))
+    return np.concatenate(lengths)
 
 
 def budget_sequence(
-    source_set: SourceSet, ratios: Sequence[float], budget: ComputeBudget, seed: int
+    source_set: SourceSet,
+    ratios: Sequence[float],
+    budget: ComputeBudget,
+    seed: int,
 ) -> SourceMixtureSampler:
     """The sampler that spends `budget` on D_r."""
     if budget.unit == "tokens":
@@ -76,7 +93,13 @@ def train_for_budget(
 ) -> Trainer:
     """Train `model` with a plain Trainer on `dataset` read in `order`, one pass: exactly len(order) examples."""
     plain_args = plain_training_args(
-        args, **(args_overrides or {}), train_sampling_strategy="sequential", num_train_epochs=1, max_steps=-1
+        args,
+        **(args_overrides or {}),
+        # One sequential pass with every batch kept: exactly len(order) examples, whatever the user's args say.
+        train_sampling_strategy="sequential",
+        num_train_epochs=1,
+        max_steps=-1,
+        dataloader_drop_last=False,
     )
     trainer = Trainer(model=model, args=plain_args, train_dataset=SequenceDataset(dataset, order), **trainer_kwargs)
     trainer.train()
@@ -103,3 +126,20 @@ def train_on_mixture(
         ratios = [ratios[name] for name in source_set.names]
     sampler = budget_sequence(source_set, ratios, budget, seed=args.seed)
     return train_for_budget(model, source_set, list(sampler), args, **trainer_kwargs)
+
+
+def train_on_examples(
+    model,
+    dataset,
+    example_ids: Sequence[int],
+    budget: ComputeBudget,
+    args: TrainingArguments,
+    **trainer_kwargs,
+) -> Trainer:
+    """Train `model` (or `model_init=` in `trainer_kwargs`) on the examples `example_ids` of `dataset` for exactly
+    `budget`: reshuffled passes over them, cut where the budget is spent (`SourceMixtureSampler` with one source)."""
+    if len(example_ids) == 0:
+        raise ValueError("No example to train on: example_ids is empty.")
+    view = SequenceDataset(dataset, example_ids)
+    sequence = budget_sequence(SourceSet({"examples": view}), [1.0], budget, seed=args.seed)
+    return train_for_budget(model, view, list(sequence), args, **trainer_kwargs)

@@ -43,3 +43,12 @@ def download_file(repo_id: str, filename: str, revision: str | None = None, toke
     """One file of a Hub repository, after the fail-fast check."""
     require_hub(repo_id, "Repository")
     return hf_hub_download(repo_id, filename, revision=revision, token=token)
+
+
+def resolve_file(path_or_repo_id: str, filename: str, revision: str | None = None, token: str | None = None) -> str:
+    """`filename` in a local folder, a local file itself, or `filename` downloaded from a Hub repository."""
+    if os.path.isdir(path_or_repo_id):
+        return os.path.join(path_or_repo_id, filename)
+    if os.path.isfile(path_or_repo_id):
+        return path_or_repo_id
+    return download_file(path_or_repo_id, filename, revision=revision, token=token)

@@ -79,14 +79,9 @@ class Mixture:
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str, revision: str | None = None, token: str | None = None) -> Mixture:
         """Load from a folder, a `mixture.json` path, or a Hub repository id."""
-        if os.path.isdir(path_or_repo_id):
-            path = os.path.join(path_or_repo_id, MIXTURE_NAME)
-        elif os.path.isfile(path_or_repo_id):
-            path = path_or_repo_id
-        else:
-            from .hub import download_file
+        from .hub import resolve_file
 
-            path = download_file(path_or_repo_id, MIXTURE_NAME, revision=revision, token=token)
+        path = resolve_file(path_or_repo_id, MIXTURE_NAME, revision=revision, token=token)
         data = read_json(path, what="mixture")
         known = {f for f in cls.__dataclass_fields__}
         missing = [k for k in ("ratios", "compute_budget") if k not in data]

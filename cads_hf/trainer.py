@@ -22,9 +22,10 @@ from transformers import Trainer
 
 from .budget import ComputeBudget
 from .config import CADSConfig
-from .final_training import SequenceDataset, budget_sequence, example_lengths, inner_run_overrides, train_for_budget
+from .final_training import SequenceDataset, example_lengths, inner_run_overrides, train_on_examples
 from .io import atomic_torch_save, checkpoint_problem, last_complete_checkpoint
 from .losses import dataset_loss, example_losses
+from .example_selection import ExampleSelection
 from .mixture import Mixture
 from .objective import REWARDS, PenaltyReward, Reward, StepStatistics, evaluate_objective, reinforce_gradient
 from .policies import BernoulliPolicy, TruncatedGaussianPolicy
@@ -230,12 +231,11 @@ class CADSTrainer(Trainer):
             subset = np.sort(rng.choice(total, size=size, replace=False))
             model = copy.deepcopy(self.model)
             model.load_state_dict(self._initial_model_state)
-            view = SequenceDataset(self.source_set, subset)
-            sequence = budget_sequence(SourceSet({"subset": view}), [1.0], self.budget, seed=self.args.seed)
-            trainer = train_for_budget(
+            trainer = train_on_examples(
                 model,
-                view,
-                list(sequence),
+                self.source_set,
+                subset,
+                self.budget,
                 self.args,
                 args_overrides=inner_run_overrides(os.path.join(self.args.output_dir, "surrogate", f"subset-{size}")),
                 data_collator=self.data_collator,
@@ -243,7 +243,7 @@ class CADSTrainer(Trainer):
             )
             loss, evaluated = dataset_loss(
                 trainer.model,
-                view,
+                SequenceDataset(self.source_set, subset),
                 trainer._get_collator_with_removed_columns(trainer.data_collator, "surrogate"),
                 trainer.args.per_device_eval_batch_size,
                 trainer.args.device,
@@ -251,7 +251,7 @@ class CADSTrainer(Trainer):
                 max_examples=SURROGATE_EVAL_EXAMPLES,
                 drop_columns=(SOURCE_ID, EXAMPLE_ID),
             )
-            spent = float(len(sequence)) if self.budget.unit == "samples" else float(self.budget.amount)
+            spent = self.budget.amount if self.budget.unit == "tokens" else float(self.budget.num_samples())
             return loss, spent + evaluated
 
         return LossSurrogate.collect(
@@ -504,21 +504,36 @@ class CADSTrainer(Trainer):
         self.load_selection_state_dict(state)
 
     # ---------------------------------------------------------------------------------------------------- result
+    def _provenance(self) -> dict:
+        """What every result artifact records about the search that produced it."""
+        return dict(
+            compute_budget=self.budget.amount,
+            budget_unit=self.budget.unit,
+            seed=self.args.seed,
+            reward=self.args.reward if self._reward_override is None else type(self._reward_override).__name__,
+            surrogate=self.surrogate.to_dict() if self.surrogate is not None else None,
+            config=_selection_config(self.args),
+            base_model=getattr(getattr(self.model, "config", None), "_name_or_path", None) or None,
+        )
+
     def mixture(self, **metadata) -> Mixture:
         """The learned selection as a [`Mixture`] artifact (CADS-S ratios per source)."""
         if not isinstance(self.policy, TruncatedGaussianPolicy):
             raise ValueError("mixture() describes source ratios; CADS-E results come from `example_selection()`.")
         return Mixture(
             ratios={name: float(v) for name, v in zip(self.source_set.names, self.policy.s.detach())},
-            compute_budget=self.budget.amount,
-            budget_unit=self.budget.unit,
             source_sizes=dict(zip(self.source_set.names, self.source_set.sizes)),
-            seed=self.args.seed,
-            reward=self.args.reward if self._reward_override is None else type(self._reward_override).__name__,
-            surrogate=self.surrogate.to_dict() if self.surrogate is not None else None,
-            config=_selection_config(self.args),
-            base_model=getattr(getattr(self.model, "config", None), "_name_or_path", None) or None,
+            **self._provenance(),
             **metadata,
+        )
+
+    def example_selection(self, strategy: str = "sample", num_examples: int | None = None, **metadata) -> ExampleSelection:
+        """The learned CADS-E scores as an [`ExampleSelection`]: a Bernoulli sample (seeded by `args.seed`) or, with
+        `strategy="top_k"`, the `num_examples` highest. Ids index the sources concatenated in order."""
+        if not isinstance(self.policy, BernoulliPolicy):
+            raise ValueError("example_selection() describes example scores (CADS-E); CADS-S results come from `mixture()`.")
+        return ExampleSelection.from_scores(
+            self.policy.s, strategy=strategy, num_examples=num_examples, method="cads-e", **self._provenance(), **metadata
         )
 
 

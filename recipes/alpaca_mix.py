@@ -58,13 +58,15 @@ class RecipeArguments:
 
     source: list[str] = field(
         default_factory=list,
+        # "extend": a repeated --source adds to the list (argparse's default for nargs="+" keeps only the last).
         metadata={"help": "A source as name=path (JSON, JSONL, folder or Hub dataset id); repeat for each source. "
-                  "None: the embedded generated sources."},
+                  "None: the embedded generated sources.", "action": "extend"},
     )
     validation_source: list[str] = field(
         default_factory=list,
         metadata={"help": "name=path of data the model should do well on (the selection minimizes its loss); "
-                  "repeatable. None: the validation splits of all sources (embedded default: held-out clean data)."},
+                  "repeatable. None: the validation splits of all sources (embedded default: held-out clean data).",
+                  "action": "extend"},
     )
     model_name_or_path: str | None = field(
         default=None,

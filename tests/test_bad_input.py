@@ -95,6 +95,8 @@ def test_duplicate_source_names(tmp_path, recipe):
     b = write_jsonl(tmp_path / "b.jsonl", GOOD_ROWS)
     with pytest.raises(ValueError, match="source name 'web' is given twice"):
         load_instruction_sources([f"web={a}", f"web={b}"])
+    # A repeated --source adds a source (argparse would keep only the last one), so the duplicate is seen.
+    assert recipe.parse_arguments(["--source", f"web={a}", "--source", f"blog={b}"])[0].source == [f"web={a}", f"blog={b}"]
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="source name 'web' is given twice"):
         recipe.main(["--source", f"web={a}", "--source", f"web={b}", "--output_dir", str(out)])
@@ -205,10 +207,33 @@ class NoEmbeddings(torch.nn.Module):
     config = transformers.PretrainedConfig()
 
 
+class FixedEmbeddings(torch.nn.Module):
+    """A model whose embeddings can be read but not resized."""
+
+    config = transformers.PretrainedConfig()
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(8, 4)
+
+    def get_input_embeddings(self):
+        return self.embed
+
+    def resize_token_embeddings(self, size):
+        raise NotImplementedError(f"{type(self).__name__} has a fixed vocabulary")
+
+
 def test_tokenizer_whose_special_tokens_the_model_cannot_take(tokenizer):
     fresh = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer, eos_token=tokenizer.eos_token)
-    with pytest.raises(ValueError, match=r"NoEmbeddings cannot take the chat special tokens: resizing its token embeddings"):
+    size = len(fresh)
+    with pytest.raises(ValueError, match=r"NoEmbeddings cannot take the chat special tokens: it has no resizable token embeddings"):
         add_chat_special_tokens(fresh, NoEmbeddings())
+    assert len(fresh) == size and fresh.pad_token is None  # the tokenizer is left as it was
+    with pytest.raises(ValueError, match=r"FixedEmbeddings cannot take the chat special tokens: resizing its token embeddings"):
+        add_chat_special_tokens(
+            transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer, eos_token=tokenizer.eos_token),
+            FixedEmbeddings(),
+        )
     records = make_generated_sources(seed=0, sizes={"clean": 4})["clean"]
     with pytest.raises(ValueError, match=r"tokenizer has no '<system>' token; call add_chat_special_tokens"):
         tokenize_instruction_dataset(records, fresh, max_length=64)
@@ -254,7 +279,8 @@ def test_incomplete_or_corrupted_checkpoints_are_named_and_never_resumed_from(tm
     assert {p.name for p in out.iterdir()} >= {"checkpoint-1", "checkpoint-2"}
     # A run killed while saving checkpoint-2 leaves it without (or with a truncated) trainer_state.json.
     state = out / "checkpoint-2" / "trainer_state.json"
-    state.write_text(state.read_text()[:40])
+    complete = state.read_text()
+    state.write_text(complete[:40])
     resumer = trainer()
     with caplog.at_level("WARNING", logger="cads_hf.io"):
         assert resumer._resolve_checkpoint(True) == str(out / "checkpoint-1")
@@ -267,10 +293,9 @@ def test_incomplete_or_corrupted_checkpoints_are_named_and_never_resumed_from(tm
     # A corrupted selection state is named as such, not reported as an unpickling error.
     selection_state = out / "checkpoint-2" / "selection_state.pt"
     selection_state.write_bytes(selection_state.read_bytes()[:100])
-    state.write_text(json.dumps({"global_step": 2}))
+    state.write_text(complete)
     with pytest.raises(ValueError, match=re.escape(f"{selection_state} is corrupted or truncated")):
         resumer.train(resume_from_checkpoint=True)
-    assert resumer.state.global_step == 0
 
 
 # ---------------------------------------------------------------------------------------- command line

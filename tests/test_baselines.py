@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_example_selection import CountingCollator, noisy_fifth, one_torch_thread  # noqa: F401 (autouse fixture)
+from toy import CountingCollator, noisy_fifth
 from test_example_selection import make_args as search_args
 from toy import ToyClassifier, toy_sources
 from transformers import default_data_collator

@@ -5,46 +5,14 @@ import pytest
 import torch
 import transformers
 from datasets import Dataset
-from toy import NUM_CLASSES, ToyClassifier, toy_sources
+from toy import CountingCollator, ToyClassifier, noisy_fifth, toy_sources
 from transformers import default_data_collator
 
 from cads_hf import CADSConfig, CADSTrainer, ComputeBudget
-from cads_hf.example_selection import SELECTION_NAME, ExampleSelection, train_on_examples, train_on_selection
+from cads_hf.example_selection import SELECTION_NAME, ExampleSelection, train_on_selection
+from cads_hf.final_training import train_on_examples
 
 transformers.logging.set_verbosity_error()
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread; on a shared CPU extra threads mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class CountingCollator:
-    """`default_data_collator` that counts the rows it batches (and sums their `length` column, which it drops)."""
-
-    def __init__(self):
-        self.rows, self.tokens = 0, 0
-
-    def __call__(self, features):
-        self.rows += len(features)
-        self.tokens += sum(row.pop("length", 0) for row in features)
-        return default_data_collator(features)
-
-
-def noisy_fifth(n: int, seed: int, val_size: int = 100):
-    """A clean toy dataset in which a known fifth of the examples carries a wrong label."""
-    sources, validation = toy_sources(sizes=(n,), noise=(0.0,), seed=seed, val_size=val_size)
-    dataset = next(iter(sources.values()))
-    rng = np.random.default_rng([seed, 5])
-    wrong = np.zeros(n, dtype=bool)
-    wrong[rng.permutation(n)[: n // 5]] = True
-    labels = np.array(dataset["labels"])
-    labels[wrong] = (labels[wrong] + rng.integers(1, NUM_CLASSES, wrong.sum())) % NUM_CLASSES
-    return Dataset.from_dict({"features": dataset["features"], "labels": labels.tolist()}), validation, wrong
 
 
 def make_args(tmp_path, **overrides):
@@ -124,8 +92,10 @@ def test_token_budget_stops_at_the_first_example_that_crosses_it(tmp_path):
     train_on_examples(ToyClassifier(), dataset, ids, ComputeBudget(300, "tokens"), args, data_collator=collator)
     assert collator.tokens >= 300
     assert collator.tokens - 9 < 300  # at most the one crossing example beyond the budget
-    with pytest.raises(ValueError, match="datasets.Dataset"):
-        train_on_examples(ToyClassifier(), list(dataset), ids, ComputeBudget(300, "tokens"), args)
+    spent = collator.tokens
+    plain_rows = CountingCollator()  # a plain list of rows: lengths are read row by row, same sequence
+    train_on_examples(ToyClassifier(), list(dataset), ids, ComputeBudget(300, "tokens"), args, data_collator=plain_rows)
+    assert plain_rows.tokens == spent
 
 
 def test_sample_is_seeded_and_top_k_takes_the_highest_scores():

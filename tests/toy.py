@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
+from transformers import default_data_collator
 
 NUM_CLASSES = 4
 DIM = 8
@@ -44,3 +45,27 @@ class ToyClassifier(nn.Module):
         logits = self.net(features)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return {"loss": loss, "logits": logits}
+
+
+class CountingCollator:
+    """`default_data_collator` that counts the rows it batches (and sums their `length` column, which it drops)."""
+
+    def __init__(self):
+        self.rows, self.tokens = 0, 0
+
+    def __call__(self, features):
+        self.rows += len(features)
+        self.tokens += sum(row.get("length", 0) for row in features)
+        return default_data_collator([{k: v for k, v in row.items() if k != "length"} for row in features])
+
+
+def noisy_fifth(n: int, seed: int, val_size: int = 100):
+    """A clean toy dataset in which a known fifth of the examples carries a wrong label."""
+    sources, validation = toy_sources(sizes=(n,), noise=(0.0,), seed=seed, val_size=val_size)
+    dataset = next(iter(sources.values()))
+    rng = np.random.default_rng([seed, 5])
+    wrong = np.zeros(n, dtype=bool)
+    wrong[rng.permutation(n)[: n // 5]] = True
+    labels = np.array(dataset["labels"])
+    labels[wrong] = (labels[wrong] + rng.integers(1, NUM_CLASSES, wrong.sum())) % NUM_CLASSES
+    return Dataset.from_dict({"features": dataset["features"], "labels": labels.tolist()}), validation, wrong

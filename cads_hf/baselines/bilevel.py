@@ -15,7 +15,8 @@ from transformers import Trainer
 
 from ..budget import ComputeBudget
 from ..config import CADSConfig
-from ..example_selection import ExampleSelection, train_on_examples
+from ..example_selection import ExampleSelection
+from ..final_training import train_on_examples
 from ..final_training import inner_run_overrides, plain_training_args
 from ..objective import reinforce_gradient
 from ..policies import BernoulliPolicy

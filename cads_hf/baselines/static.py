@@ -17,7 +17,7 @@ from transformers import EvalPrediction, Trainer
 from ..budget import ComputeBudget
 from ..config import CADSConfig
 from ..evaluation import load_metric
-from ..example_selection import train_on_examples
+from ..final_training import train_on_examples
 from ..final_training import train_on_mixture
 from ..sources import SourceSet
 

@@ -50,6 +50,14 @@ def add_chat_special_tokens(tokenizer: PreTrainedTokenizerBase, model: Any = Non
 
     Returns the number of tokens added to the vocabulary. Calling it twice adds nothing.
     """
+    if model is not None:
+        try:  # before the tokenizer changes, so that a model that cannot take the tokens leaves it untouched
+            model.get_input_embeddings().num_embeddings, model.resize_token_embeddings  # noqa: B018
+        except (AttributeError, NotImplementedError) as err:
+            raise ValueError(
+                f"{type(model).__name__} cannot take the chat special tokens: it has no resizable token "
+                f"embeddings ({err})"
+            ) from err
     new_tokens: dict[str, Any] = {"extra_special_tokens": list(ROLE_TOKENS)}
     if tokenizer.pad_token is None:
         new_tokens["pad_token"] = PAD_TOKEN
