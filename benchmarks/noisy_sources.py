@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ from cads_hf.vision import (
     SmallCNN,
     SmallCNNConfig,
     make_noisy_sources,
+    noise_source_name,
     read_mnist_idx,
     split_sources,
     synthetic_digits,
@@ -65,6 +68,14 @@ DESIGNS = {
     },
 }
 BATCH = 128
+# CADS-S variants: name -> CADSConfig overrides.
+VARIANTS = {
+    "penalty": {"reward": "penalty"},
+    "validation": {"reward": "validation"},
+    "validation_mean": {"reward": "validation", "selection_averaging": "mean"},
+    "horizon": {"reward": "horizon"},
+    "horizon_mean": {"reward": "horizon", "selection_averaging": "mean"},
+}
 COLLATOR = ImageCollator()
 
 
@@ -89,11 +100,14 @@ def fresh_model(seed: int):
 
 
 def training_args(output_dir: str, seed: int, **extra):
-    return dict(
-        output_dir=output_dir, per_device_train_batch_size=BATCH, learning_rate=1e-3, lr_scheduler_type="constant",
-        weight_decay=0.0, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
-        use_cpu=True, seed=seed, per_device_eval_batch_size=500, **extra,
-    )
+    return {
+        **dict(
+            output_dir=output_dir, per_device_train_batch_size=BATCH, learning_rate=1e-3, lr_scheduler_type="constant",
+            weight_decay=0.0, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
+            use_cpu=True, seed=seed, per_device_eval_batch_size=500, log_level="error",
+        ),
+        **extra,
+    }
 
 
 def fixed_mixture_run(sources, validation, test, ratios, budgets, seed, output_dir):
@@ -111,11 +125,15 @@ def fixed_mixture_run(sources, validation, test, ratios, budgets, seed, output_d
     return {"by_budget": {str(b): {"val": v, "test": t} for b, (v, t) in checkpoints.results.items()}, "wall_s": watch()}
 
 
-def cads_run(sources, validation, test, budget, seed, reward, search_fraction, output_dir):
+def cads_run(sources, validation, test, budget, seed, variant, search_fraction, output_dir):
     """CADS-S search for one budget, then a fresh model on the learned mixture for exactly that budget."""
     search_steps = max(10, math.ceil(budget * search_fraction / BATCH))
     config = CADSConfig(
-        **training_args(output_dir, seed, max_steps=search_steps), compute_budget=budget, reward=reward,
+        **training_args(
+            output_dir, seed, max_steps=search_steps, logging_strategy="steps", logging_steps=max(1, search_steps // 20)
+        ),
+        compute_budget=budget,
+        **VARIANTS[variant],
         selection_eval_batch_size=BATCH, surrogate_fractions=[0.05, 0.2, 0.5, 1.0],
     )
     watch = Stopwatch()
@@ -144,6 +162,15 @@ def cads_run(sources, validation, test, budget, seed, reward, search_fraction, o
         "surrogate_cost": search.surrogate.cost if search.surrogate is not None else 0.0,
         "trajectory": trajectory,
     }
+
+
+def run_job(design_name, design, mixtures, budgets, search_fraction, threads, work, job):
+    torch.set_num_threads(threads)
+    kind, key, budget, seed = job
+    sources, validation, test, _ = build(design, seed)
+    if kind == "fixed":
+        return fixed_mixture_run(sources, validation, test, mixtures[key], budgets, seed, f"{work}/fixed-{seed}")
+    return cads_run(sources, validation, test, budget, seed, key, search_fraction, f"{work}/cads-{key}-{budget}-{seed}")
 
 
 def summarize(design: dict, fixed: dict, cads: dict, budgets: list[int], seeds: list[int], names: list[str]) -> list:
@@ -208,45 +235,55 @@ def main():
     parser.add_argument("--design", choices=sorted(DESIGNS), default="scarce")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--rewards", nargs="+", default=["validation", "penalty"])
+    parser.add_argument("--rewards", nargs="+", default=["validation", "horizon_mean", "penalty"], choices=sorted(VARIANTS))
     parser.add_argument("--penalty_max_epochs", type=float, default=4,
                         help="Largest budget (epochs) at which the penalty reward runs (its surrogate costs 4 runs).")
     parser.add_argument("--search_fraction", type=float, default=1.0, help="Search length as a fraction of the budget.")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="Torch threads per run.")
+    parser.add_argument("--workers", type=int, default=2, help="Runs in parallel processes.")
+    parser.add_argument("--epochs", type=float, nargs="+", default=None, help="Budgets in epochs of the union.")
+    parser.add_argument("--skip_fixed", action="store_true", help="Only the CADS runs (no oracle grid).")
     parser.add_argument("--output", default=None)
     options = parser.parse_args()
-    torch.set_num_threads(options.threads)
     design = copy.deepcopy(DESIGNS[options.design])
     seeds = list(range(1 if options.quick else options.seeds))
     if options.quick:
         design["epochs"] = [1, 4]
         design["grid"] = design["grid"][:3] + [design["grid"][4]]
+    if options.epochs:
+        design["epochs"] = options.epochs
     union = sum(design["sizes"])
     budgets = [int(e * union) for e in design["epochs"]]
     work = f"/tmp/cads_bench/noisy_sources_{options.design}"
 
-    fixed, names, data_name = {}, None, None
-    for seed in seeds:
-        sources, validation, test, data_name = build(design, seed)
-        names = list(sources)
-        singles = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
-        mixtures = [[float(x) for x in r] for r in design["grid"]] + singles + [[0.5] * len(names)]
-        for ratios in {str(r): r for r in mixtures}.values():
-            fixed.setdefault(str(ratios), {})[seed] = fixed_mixture_run(
-                sources, validation, test, ratios, budgets, seed, f"{work}/fixed"
-            )
-            print(f"seed {seed} fixed {ratios}: {fixed[str(ratios)][seed]['by_budget']}", flush=True)
-    cads = {}
-    for reward in options.rewards:
-        for budget, epochs in zip(budgets, design["epochs"]):
-            if reward == "penalty" and epochs > options.penalty_max_epochs:
-                continue
-            for seed in seeds:
-                sources, validation, test, _ = build(design, seed)
-                result = cads_run(sources, validation, test, budget, seed, reward, options.search_fraction, f"{work}/cads")
-                cads.setdefault(reward, {}).setdefault(str(budget), {})[seed] = result
-                print(f"seed {seed} {reward} budget {budget}: test {result['test']:.4f} ratios "
+    names = [noise_source_name(p) for p in design["noise"]]
+    singles = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
+    mixtures = {str(r): r for r in [[float(x) for x in r] for r in design["grid"]] + singles + [[0.5] * len(names)]}
+    jobs = [] if options.skip_fixed else [("fixed", key, None, seed) for key in mixtures for seed in seeds]
+    jobs += [
+        ("cads", variant, budget, seed)
+        for variant in options.rewards
+        for budget, epochs in zip(budgets, design["epochs"])
+        if not (VARIANTS[variant]["reward"] == "penalty" and epochs > options.penalty_max_epochs)
+        for seed in seeds
+    ]
+    run = functools.partial(run_job, options.design, design, mixtures, budgets, options.search_fraction,
+                            options.threads, work)
+    fixed, cads = {}, {}
+    # Independent runs, one thread each: on a small CPU, parallel single-threaded runs beat threaded ones.
+    with ProcessPoolExecutor(max_workers=options.workers) as pool:
+        for (kind, key, budget, seed), result in zip(jobs, pool.map(run, jobs)):
+            if kind == "fixed":
+                fixed.setdefault(key, {})[seed] = result
+                print(f"seed {seed} fixed {key}: {result['by_budget']}", flush=True)
+            else:
+                cads.setdefault(key, {}).setdefault(str(budget), {})[seed] = result
+                print(f"seed {seed} {key} budget {budget}: test {result['test']:.4f} ratios "
                       f"{ {k: round(v, 3) for k, v in result['ratios'].items()} }", flush=True)
+    data_name = load_images(0)[1]
+    if options.skip_fixed:  # diagnostics only: no rows without the fixed mixtures
+        print(json.dumps({r: {b: {s: x["ratios"] for s, x in v.items()} for b, v in runs.items()} for r, runs in cads.items()}))
+        return
     rows = summarize(design, fixed, cads, budgets, seeds, names)
     results = {
         "design": options.design, "data": data_name, "sources": dict(zip(names, design["sizes"])),

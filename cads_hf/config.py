@@ -11,6 +11,7 @@ BUDGET_UNITS = ("samples", "tokens")
 SELECTION_LEVELS = ("source", "example")
 SURROGATE_KINDS = ("spline", "loglinear")
 NONFINITE_POLICIES = ("skip", "stop")
+AVERAGING = ("last", "mean")
 
 
 @dataclass
@@ -65,6 +66,9 @@ class CADSConfig(TrainingArguments):
             `"spline"` (cubic spline in log space, the paper's choice) or `"loglinear"`.
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
+        selection_averaging (`str`, defaults to `"last"`):
+            Which s the result reports: `"last"` (the final s, as in the paper) or `"mean"` (s averaged over all
+            outer steps, so the mixture reflects the whole search rather than its last few noisy updates).
         nonfinite_loss (`str`, defaults to `"skip"`):
             What a NaN or infinite loss does to the selection: `"skip"` drops that step's update (counted in the
             logs as `selection/skipped_steps`), `"stop"` raises.
@@ -112,6 +116,9 @@ class CADSConfig(TrainingArguments):
     selection_eval_batch_size: int | None = field(
         default=None, metadata={"help": "Validation examples per step for L_val; default per_device_eval_batch_size."}
     )
+    selection_averaging: str = field(
+        default="last", metadata={"help": "Result s: 'last' (final s, the paper) or 'mean' (average over outer steps)."}
+    )
     nonfinite_loss: str = field(
         default="skip", metadata={"help": "On a NaN/inf loss: 'skip' the selection update (counted) or 'stop'."}
     )
@@ -158,4 +165,5 @@ class CADSConfig(TrainingArguments):
             "selection_eval_batch_size",
             ">= 1",
         )
+        check(self.selection_averaging in AVERAGING, "selection_averaging", f"one of {AVERAGING}")
         check(self.nonfinite_loss in NONFINITE_POLICIES, "nonfinite_loss", f"one of {NONFINITE_POLICIES}")

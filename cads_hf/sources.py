@@ -197,7 +197,7 @@ def selection_ranks(source_sizes: Sequence[int], seed: int) -> np.ndarray:
     return np.concatenate([np.argsort(_permutation(size, seed, j)) for j, size in enumerate(source_sizes)])
 
 
-class SelectionAwareSampler(Sampler[int]):
+class SelectionAwareSampler(StratifiedSourceSampler):
     """A search sampler that follows the current selection: in every batch each source gets an equal share of
     slots, half drawn from the examples its current ratio selects (what a run on D_s trains on) and half from those
     it leaves out (what raising the ratio would add). Sources with nothing on one side fill both halves from the
@@ -215,22 +215,9 @@ class SelectionAwareSampler(Sampler[int]):
         num_samples: int | None = None,
         seed: int = 0,
     ):
-        if batch_size < len(source_sizes):
-            raise ValueError(
-                f"The per-device batch size ({batch_size}) must be at least the number of sources "
-                f"({len(source_sizes)}) so that every batch measures every source."
-            )
-        self.source_sizes = list(source_sizes)
-        self.offsets = np.concatenate([[0], np.cumsum(self.source_sizes)])
+        super().__init__(source_sizes, batch_size, num_samples, seed)
+        self.ratios = ratios
         self.orders = [_permutation(size, seed, j) for j, size in enumerate(self.source_sizes)]
-        self.batch_size, self.ratios, self.seed, self.epoch = batch_size, ratios, seed, 0
-        self.num_samples = int(num_samples if num_samples is not None else self.offsets[-1])
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def _batch(self, block: int, size: int) -> list[int]:
         n = len(self.source_sizes)

@@ -137,6 +137,7 @@ class CADSTrainer(Trainer):
         self._reward_override = reward
         self.reward: Reward | None = None
         self._selection_grad = torch.zeros_like(self.policy.s)
+        self._s_sum = torch.zeros_like(self.policy.s)  # for selection_averaging="mean"
         self._selection_metrics: dict[str, list[float]] = defaultdict(list)
         self._selection_counters = {"outer_steps": 0, "optimizer_steps": 0, "skipped_steps": 0, "micro_steps": 0}
         self._val_collator = None
@@ -437,6 +438,7 @@ class CADSTrainer(Trainer):
         self.selection_optimizer.step()
         self.selection_optimizer.zero_grad(set_to_none=True)
         self.policy.project_()
+        self._s_sum += self.policy.s.detach()
         self._selection_counters["outer_steps"] += 1
         if isinstance(self.policy, TruncatedGaussianPolicy):
             self.policy.anneal(self._selection_counters["outer_steps"])
@@ -475,6 +477,7 @@ class CADSTrainer(Trainer):
             "optimizer": self.selection_optimizer.state_dict(),
             "counters": dict(self._selection_counters),
             "pending_grad": self._selection_grad.clone(),
+            "s_sum": self._s_sum.clone(),
         }
 
     def load_selection_state_dict(self, state: dict) -> None:
@@ -482,6 +485,7 @@ class CADSTrainer(Trainer):
         self.selection_optimizer.load_state_dict(state["optimizer"])
         self._selection_counters.update(state["counters"])
         self._selection_grad = state["pending_grad"].clone()
+        self._s_sum = state["s_sum"].clone()
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
@@ -516,12 +520,19 @@ class CADSTrainer(Trainer):
             base_model=getattr(getattr(self.model, "config", None), "_name_or_path", None) or None,
         )
 
+    def learned_s(self) -> torch.Tensor:
+        """The selection parameters the result reports: the final s, or its mean over outer steps."""
+        steps = self._selection_counters["outer_steps"]
+        if self.args.selection_averaging == "mean" and steps > 0:
+            return self._s_sum / steps
+        return self.policy.s.detach()
+
     def mixture(self, **metadata) -> Mixture:
         """The learned selection as a [`Mixture`] artifact (CADS-S ratios per source)."""
         if not isinstance(self.policy, TruncatedGaussianPolicy):
             raise ValueError("mixture() describes source ratios; CADS-E results come from `example_selection()`.")
         return Mixture(
-            ratios={name: float(v) for name, v in zip(self.source_set.names, self.policy.s.detach())},
+            ratios={name: float(v) for name, v in zip(self.source_set.names, self.learned_s())},
             source_sizes=dict(zip(self.source_set.names, self.source_set.sizes)),
             **self._provenance(),
             **metadata,
@@ -533,7 +544,7 @@ class CADSTrainer(Trainer):
         if not isinstance(self.policy, BernoulliPolicy):
             raise ValueError("example_selection() describes example scores (CADS-E); CADS-S results come from `mixture()`.")
         return ExampleSelection.from_scores(
-            self.policy.s, strategy=strategy, num_examples=num_examples, method="cads-e", **self._provenance(), **metadata
+            self.learned_s(), strategy=strategy, num_examples=num_examples, method="cads-e", **self._provenance(), **metadata
         )
 
 
@@ -541,7 +552,7 @@ def _selection_config(args: CADSConfig) -> dict:
     fields = (
         "selection_level", "reward", "penalty_alpha", "num_ratio_samples", "sigma_init", "sigma_decay", "sigma_min",
         "selection_learning_rate", "selection_grad_clip", "selection_update_interval", "ratio_init", "min_ratio",
-        "surrogate_fractions", "surrogate_kind", "max_steps", "num_train_epochs", "per_device_train_batch_size",
+        "surrogate_fractions", "surrogate_kind", "selection_averaging", "max_steps", "num_train_epochs", "per_device_train_batch_size",
         "learning_rate",
     )
     return {name: getattr(args, name) for name in fields}
