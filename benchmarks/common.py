@@ -7,8 +7,15 @@ import os
 import statistics
 import time
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 from transformers import TrainerCallback
+
+from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, train_on_mixture
+from cads_hf.final_training import plain_training_args
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,3 +74,130 @@ class Stopwatch:
 
 def median(values) -> float:
     return float(statistics.median(values))
+
+
+def summarize(fixed, cads, budgets, seeds, names, grid_keys, single_keys, union, lower_is_better=False) -> list:
+    """Rows per budget: best source, full data, uniform (0.5), oracle (best of `grid_keys` on validation) and every
+    CADS variant; each the test metric's mean and std over seeds. Fixed runs are keyed by str(ratio list)."""
+    pick = min if lower_is_better else max
+    rows = []
+    for budget in budgets:
+        b = str(budget)
+        row = {"budget": budget, "epochs": budget / union}
+
+        def chosen(candidates, seed):
+            best = pick(candidates, key=lambda key: fixed[key][seed]["by_budget"][b]["val"])
+            return best, fixed[best][seed]["by_budget"][b]["test"]
+
+        for label, candidates in (("best_source", single_keys), ("oracle", grid_keys)):
+            picks = [chosen(candidates, s) for s in seeds]
+            row[label] = {**mean_std([t for _, t in picks]), "chosen": [k for k, _ in picks]}
+        for label, ratio in (("full", 1.0), ("uniform", 0.5)):
+            key = str([ratio] * len(names))
+            if key in fixed:
+                row[label] = mean_std([fixed[key][s]["by_budget"][b]["test"] for s in seeds])
+        row["fixed"] = {k: mean_std([fixed[k][s]["by_budget"][b]["test"] for s in seeds]) for k in grid_keys}
+        for variant, runs in cads.items():
+            if b not in runs:  # a variant may skip large budgets
+                continue
+            results = [runs[b][s] for s in seeds]
+            row[f"cads_{variant}"] = {
+                **mean_std([r["test"] for r in results]),
+                "ratios": {n: mean_std([r["ratios"][n] for r in results]) for n in names},
+                "selection_cost_over_final": float(np.mean([r["search_s"] / r["final_s"] for r in results])),
+            }
+        rows.append(row)
+    return rows
+
+
+def plot(rows, names, path, metric_label):
+    """Learned ratios against the budget, one panel per CADS variant, beside the oracle's chosen mixture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = sorted({k for r in rows for k in r if k.startswith("cads_")})
+    fig, axes = plt.subplots(1, len(variants) + 1, figsize=(4.5 * (len(variants) + 1), 4), sharey=True)
+    for ax, variant in zip(axes, variants):
+        present = [r for r in rows if variant in r]
+        for name in names:
+            ax.errorbar([r["epochs"] for r in present], [r[variant]["ratios"][name]["mean"] for r in present],
+                        yerr=[r[variant]["ratios"][name]["std"] for r in present], marker="o", label=name, capsize=3)
+        ax.set(title=f"learned ratios ({variant[5:]})", xscale="log", xlabel="budget (epochs of the union)")
+    oracle = axes[-1]
+    for j, name in enumerate(names):
+        oracle.plot([r["epochs"] for r in rows], [np.mean([json.loads(c)[j] for c in r["oracle"]["chosen"]]) for r in rows],
+                    marker="s", label=name)
+    oracle.set(title=f"oracle's best fixed mixture ({metric_label})", xscale="log", xlabel="budget (epochs of the union)")
+    axes[0].set_ylabel("ratio")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+@dataclass
+class Task:
+    """What a benchmark trains and how it scores a model: `score(model, dataset)`, higher or lower is better."""
+
+    sources: dict
+    validation: object
+    test: object
+    model: Callable  # () -> a fresh model, same initial weights every call
+    collator: Callable
+    score: Callable
+    args: Callable  # (output_dir, **overrides) -> CADSConfig keyword arguments
+    batch_size: int
+
+
+def fixed_mixture_run(task: Task, ratios, budgets, output_dir) -> dict:
+    """One run at the largest budget on D_r; validation and test scores at every budget on the way."""
+    checkpoints = BudgetCheckpoints(
+        budgets, task.batch_size, lambda model: (task.score(model, task.validation), task.score(model, task.test))
+    )
+    watch = Stopwatch()
+    args = plain_training_args(CADSConfig(**task.args(output_dir), compute_budget=max(budgets)))
+    train_on_mixture(
+        task.model(), task.sources, ratios, ComputeBudget(max(budgets)), args, data_collator=task.collator,
+        callbacks=[checkpoints],
+    )
+    return {"by_budget": {str(b): {"val": v, "test": t} for b, (v, t) in checkpoints.results.items()}, "wall_s": watch()}
+
+
+def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output_dir) -> dict:
+    """CADS-S search for one budget, then a fresh model on the learned mixture for exactly that budget."""
+    search_steps = max(10, math.ceil(budget * search_fraction / task.batch_size))
+    config = CADSConfig(
+        **task.args(output_dir, max_steps=search_steps, logging_strategy="steps", logging_steps=max(1, search_steps // 20)),
+        compute_budget=budget,
+        selection_eval_batch_size=task.batch_size,
+        surrogate_fractions=[0.05, 0.2, 0.5, 1.0],
+        **overrides,
+    )
+    watch = Stopwatch()
+    search = CADSTrainer(
+        model=task.model(), args=config, sources=task.sources, eval_dataset=task.validation, data_collator=task.collator
+    )
+    search.train()
+    search_s = watch()
+    mixture = search.mixture()
+    watch = Stopwatch()
+    final = train_on_mixture(
+        task.model(), task.sources, mixture.ratios, ComputeBudget(budget), plain_training_args(config),
+        data_collator=task.collator,
+    )
+    final_s = watch()
+    trajectory = [
+        {k.split("/")[-1]: v for k, v in entry.items() if k.startswith("selection/ratio/")} | {"step": entry["step"]}
+        for entry in search.state.log_history
+        if "selection/objective" in entry
+    ]
+    return {
+        "ratios": mixture.ratios,
+        "test": task.score(final.model, task.test),
+        "val": task.score(final.model, task.validation),
+        "search_s": search_s,
+        "final_s": final_s,
+        "surrogate_cost": search.surrogate.cost if search.surrogate is not None else 0.0,
+        "trajectory": trajectory,
+    }

@@ -25,18 +25,13 @@ import argparse
 import copy
 import functools
 import json
-import math
-import os
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
 import torch
 import transformers
-from common import BudgetCheckpoints, Stopwatch, mean_std, shared_data, write_results
+from common import Task, cads_run, fixed_mixture_run, plot, shared_data, summarize, write_results
 
-from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, train_on_mixture
 from cads_hf.evaluation import classification_accuracy
-from cads_hf.final_training import plain_training_args
 from cads_hf.vision import (
     ImageCollator,
     SmallCNN,
@@ -110,124 +105,27 @@ def training_args(output_dir: str, seed: int, **extra):
     }
 
 
-def fixed_mixture_run(sources, validation, test, ratios, budgets, seed, output_dir):
-    """One run at the largest budget on D_r; validation and test accuracy at every budget."""
-    checkpoints = BudgetCheckpoints(
-        budgets, BATCH,
-        lambda model: (classification_accuracy(model, validation, COLLATOR), classification_accuracy(model, test, COLLATOR)),
+def make_task(design: dict, seed: int) -> Task:
+    sources, validation, test, _ = build(design, seed)
+    return Task(
+        sources=sources,
+        validation=validation,
+        model=lambda: fresh_model(seed),
+        collator=COLLATOR,
+        score=lambda model, dataset: classification_accuracy(model, dataset, COLLATOR),
+        test=test,
+        args=lambda output_dir, **extra: training_args(output_dir, seed, **extra),
+        batch_size=BATCH,
     )
-    watch = Stopwatch()
-    args = plain_training_args(CADSConfig(**training_args(output_dir, seed), compute_budget=max(budgets)))
-    train_on_mixture(
-        fresh_model(seed), sources, ratios, ComputeBudget(max(budgets)), args, data_collator=COLLATOR,
-        callbacks=[checkpoints],
-    )
-    return {"by_budget": {str(b): {"val": v, "test": t} for b, (v, t) in checkpoints.results.items()}, "wall_s": watch()}
-
-
-def cads_run(sources, validation, test, budget, seed, variant, search_fraction, output_dir):
-    """CADS-S search for one budget, then a fresh model on the learned mixture for exactly that budget."""
-    search_steps = max(10, math.ceil(budget * search_fraction / BATCH))
-    config = CADSConfig(
-        **training_args(
-            output_dir, seed, max_steps=search_steps, logging_strategy="steps", logging_steps=max(1, search_steps // 20)
-        ),
-        compute_budget=budget,
-        **VARIANTS[variant],
-        selection_eval_batch_size=BATCH, surrogate_fractions=[0.05, 0.2, 0.5, 1.0],
-    )
-    watch = Stopwatch()
-    search = CADSTrainer(
-        model=fresh_model(seed), args=config, sources=sources, eval_dataset=validation, data_collator=COLLATOR
-    )
-    search.train()
-    search_s = watch()
-    mixture = search.mixture()
-    watch = Stopwatch()
-    final = train_on_mixture(
-        fresh_model(seed), sources, mixture.ratios, ComputeBudget(budget), plain_training_args(config),
-        data_collator=COLLATOR,
-    )
-    final_s = watch()
-    trajectory = [
-        {k.split("/")[-1]: v for k, v in entry.items() if k.startswith("selection/ratio/")} | {"step": entry["step"]}
-        for entry in search.state.log_history if "selection/objective" in entry
-    ]
-    return {
-        "ratios": mixture.ratios,
-        "test": classification_accuracy(final.model, test, COLLATOR),
-        "val": classification_accuracy(final.model, validation, COLLATOR),
-        "search_s": search_s,
-        "final_s": final_s,
-        "surrogate_cost": search.surrogate.cost if search.surrogate is not None else 0.0,
-        "trajectory": trajectory,
-    }
 
 
 def run_job(design_name, design, mixtures, budgets, search_fraction, threads, work, job):
     torch.set_num_threads(threads)
     kind, key, budget, seed = job
-    sources, validation, test, _ = build(design, seed)
+    task = make_task(design, seed)
     if kind == "fixed":
-        return fixed_mixture_run(sources, validation, test, mixtures[key], budgets, seed, f"{work}/fixed-{seed}")
-    return cads_run(sources, validation, test, budget, seed, key, search_fraction, f"{work}/cads-{key}-{budget}-{seed}")
-
-
-def summarize(design: dict, fixed: dict, cads: dict, budgets: list[int], seeds: list[int], names: list[str]) -> list:
-    rows = []
-    singles = {n: [float(i == j) for j in range(len(names))] for i, n in enumerate(names)}
-    for budget in budgets:
-        b = str(budget)
-        row = {"budget": budget, "epochs": budget / sum(design["sizes"])}
-
-        def chosen(candidates, seed):
-            best = max(candidates, key=lambda key: fixed[key][seed]["by_budget"][b]["val"])
-            return best, fixed[best][seed]["by_budget"][b]["test"]
-
-        picks = [chosen([str(r) for r in singles.values()], s) for s in seeds]
-        row["best_source"] = {**mean_std([t for _, t in picks]), "chosen": [k for k, _ in picks]}
-        row["full"] = mean_std([fixed[str([1.0] * len(names))][s]["by_budget"][b]["test"] for s in seeds])
-        row["uniform"] = mean_std([fixed[str([0.5] * len(names))][s]["by_budget"][b]["test"] for s in seeds])
-        grid_keys = [str([float(x) for x in r]) for r in design["grid"]] + [str(r) for r in singles.values()]
-        picks = [chosen(grid_keys, s) for s in seeds]
-        row["oracle"] = {**mean_std([t for _, t in picks]), "chosen": [k for k, _ in picks]}
-        row["fixed"] = {k: mean_std([fixed[k][s]["by_budget"][b]["test"] for s in seeds]) for k in grid_keys}
-        for reward, runs in cads.items():
-            if b not in runs:  # the penalty reward may skip large budgets
-                continue
-            results = [runs[b][s] for s in seeds]
-            row[f"cads_{reward}"] = {
-                **mean_std([r["test"] for r in results]),
-                "ratios": {n: mean_std([r["ratios"][n] for r in results]) for n in names},
-                "selection_cost_over_final": float(np.mean([r["search_s"] / r["final_s"] for r in results])),
-            }
-        rows.append(row)
-    return rows
-
-
-def plot(rows, names, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epochs"] for r in rows]
-    rewards = sorted({k for r in rows for k in r if k.startswith("cads_")})
-    fig, axes = plt.subplots(1, len(rewards) + 1, figsize=(5 * (len(rewards) + 1), 4), sharey=True)
-    for ax, reward in zip(axes, rewards):
-        present = [r for r in rows if reward in r]
-        for name in names:
-            ax.errorbar([r["epochs"] for r in present], [r[reward]["ratios"][name]["mean"] for r in present],
-                        yerr=[r[reward]["ratios"][name]["std"] for r in present], marker="o", label=name, capsize=3)
-        ax.set(title=f"learned ratios ({reward[5:]})", xscale="log", xlabel="budget (epochs of the union)")
-    oracle = axes[-1]
-    for j, name in enumerate(names):
-        oracle.plot(epochs, [np.mean([json.loads(c)[j] for c in r["oracle"]["chosen"]]) for r in rows], marker="s", label=name)
-    oracle.set(title="oracle's best fixed mixture", xscale="log", xlabel="budget (epochs of the union)")
-    axes[0].set_ylabel("ratio")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+        return fixed_mixture_run(task, mixtures[key], budgets, f"{work}/fixed-{seed}")
+    return cads_run(task, budget, VARIANTS[key], search_fraction, f"{work}/cads-{key}-{budget}-{seed}")
 
 
 def main():
@@ -284,7 +182,10 @@ def main():
     if options.skip_fixed:  # diagnostics only: no rows without the fixed mixtures
         print(json.dumps({r: {b: {s: x["ratios"] for s, x in v.items()} for b, v in runs.items()} for r, runs in cads.items()}))
         return
-    rows = summarize(design, fixed, cads, budgets, seeds, names)
+    grid_keys = [str([float(x) for x in r]) for r in design["grid"]] + [str(r) for r in singles]
+    rows = summarize(
+        fixed, cads, budgets, seeds, names, grid_keys, [str(r) for r in singles], union, lower_is_better=False
+    )
     results = {
         "design": options.design, "data": data_name, "sources": dict(zip(names, design["sizes"])),
         "noise": dict(zip(names, design["noise"])), "seeds": seeds, "quick": options.quick,
@@ -293,7 +194,7 @@ def main():
     }
     suffix = "_quick" if options.quick else ""
     path = write_results(f"noisy_sources_{options.design}{suffix}", results, options.output)
-    plot(rows, names, path.replace(".json", ".png"))
+    plot(rows, names, path.replace(".json", ".png"), "test accuracy")
     print("wrote", path)
 
 

@@ -189,7 +189,9 @@ class CADSTrainer(Trainer):
             return last_complete_checkpoint(self.args.output_dir)
         if not resume_from_checkpoint:
             return None
-        problem = checkpoint_problem(resume_from_checkpoint) if os.path.isdir(resume_from_checkpoint) else "no such folder"
+        problem = "no such folder"
+        if os.path.isdir(resume_from_checkpoint):
+            problem = checkpoint_problem(resume_from_checkpoint)
         if problem is not None:
             raise ValueError(f"Cannot resume from {resume_from_checkpoint}: {problem}.")
         return resume_from_checkpoint
@@ -198,9 +200,11 @@ class CADSTrainer(Trainer):
         """Collate one row of every source and of the validation set before training, so that a missing column or
         a row the collator rejects fails now, naming its dataset, rather than at the first step."""
         forward = inspect.signature(self.accelerator.unwrap_model(self.model).forward).parameters.values()
-        required = [p.name for p in forward if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        required = [p.name for p in forward if p.default is p.empty and p.kind in named]
         collator = self._get_collator_with_removed_columns(self.data_collator, "training")
-        rows = [(f"source {name!r}", self.source_set[int(start)]) for name, start in zip(self.source_set.names, self.source_set.offsets)]
+        starts = zip(self.source_set.names, self.source_set.offsets)
+        rows = [(f"source {name!r}", self.source_set[int(start)]) for name, start in starts]
         for what, row in [*rows, ("the validation set", self.eval_dataset[0])]:
             try:
                 batch = collator([row])
@@ -504,7 +508,7 @@ class CADSTrainer(Trainer):
         try:
             state = torch.load(path, weights_only=False)
         except Exception as err:
-            raise ValueError(f"{path} is corrupted or truncated ({err}); resume from an earlier checkpoint.") from err
+            raise ValueError(f"{path} is corrupted or truncated ({err}); resume from an earlier checkpoint") from err
         self.load_selection_state_dict(state)
 
     # ---------------------------------------------------------------------------------------------------- result

@@ -58,7 +58,6 @@ from cads_hf.vision import (
 DEFAULT_OUTPUT_DIR = "outputs/noisy_sources_vision"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-SYNTHETIC_POOL = 10_000  # images generated when the real data is absent, as many as the MNIST test set
 NUM_CLASSES = 10
 
 
@@ -107,7 +106,7 @@ class RecipeArguments:
 def parse_arguments(argv: list[str]) -> tuple[RecipeArguments, CADSConfig]:
     defaults = {
         "--output_dir": DEFAULT_OUTPUT_DIR, "--max_steps": "100", "--per_device_train_batch_size": "64",
-        "--learning_rate": "1e-3", "--lr_scheduler_type": "constant", "--weight_decay": "0.0",
+        "--learning_rate": "5e-3", "--lr_scheduler_type": "constant", "--weight_decay": "0.0",
         "--logging_steps": "25", "--save_strategy": "no", "--report_to": "none",
         "--selection_eval_batch_size": "64", "--per_device_eval_batch_size": "500", "--disable_tqdm": "True",
     }
@@ -130,8 +129,9 @@ def mnist_files(recipe: RecipeArguments) -> tuple[str, str] | None:
     return paths if all(os.path.isfile(p) for p in paths) else None
 
 
-def load_images(recipe: RecipeArguments, seed: int):
-    """The image pool and a name for it: real MNIST test images when available (or required), else synthetic."""
+def load_images(recipe: RecipeArguments, seed: int, count: int):
+    """The image pool and a name for it: the real MNIST test images when available (or required), else `count`
+    synthetic digits."""
     files = None if recipe.data == "synthetic" else mnist_files(recipe)
     if files:
         return read_mnist_idx(*files), f"MNIST test set ({files[0]})"
@@ -139,14 +139,14 @@ def load_images(recipe: RecipeArguments, seed: int):
         raise FileNotFoundError(
             f"--data mnist: {' and '.join(MNIST_FILES)} not found (give --mnist_dir or set CADS_SHARED_DATA)."
         )
-    return synthetic_digits(SYNTHETIC_POOL, seed=seed, image_size=recipe.image_size), "synthetic digits (offline)"
+    return synthetic_digits(count, seed=seed, image_size=recipe.image_size), "synthetic digits (offline)"
 
 
 def setup(recipe: RecipeArguments, seed: int):
     """Noisy training sources, clean validation and test splits, all disjoint, and the name of the data."""
-    pool, data_name = load_images(recipe, seed)
     pool_size = recipe.source_size * len(recipe.noise_levels)
     needed = recipe.validation_size + recipe.test_size + pool_size
+    pool, data_name = load_images(recipe, seed, needed)
     if needed > len(pool):
         raise ValueError(f"{data_name} has {len(pool)} images; sources, validation and test need {needed}. "
                          "Lower --source_size, --validation_size or --test_size.")

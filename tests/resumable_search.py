@@ -5,7 +5,7 @@
 `--pause_at_step N` stops after optimizer step N (before its checkpoint is saved) and `--pause_in_save N` stops in
 the middle of saving checkpoint-N (weights, optimizer and selection state written; RNG and trainer state not):
 either way the process writes OUTPUT_DIR/paused and sleeps until the test kills it with SIGKILL. A run that
-finishes writes OUTPUT_DIR/final.pt with the learned ratios, sigma, counters and the model's parameters.
+finishes writes OUTPUT_DIR/final.pt with s, the learned ratios, sigma, counters and the model's parameters.
 """
 
 import argparse
@@ -50,6 +50,7 @@ def build_trainer(output_dir: str, reward: str = "validation", max_steps: int = 
         disable_tqdm=True, use_cpu=True, selection_eval_batch_size=16, reward=reward,
         # Two model steps per selection update, so that checkpoints at odd steps hold a pending s-gradient.
         selection_update_interval=2, seed=7,
+        selection_averaging="mean",  # the result is the mean of s over the search: its running sum must resume too
     )
     surrogate = LossSurrogate([18, 90, 180], [0.3, 0.6, 0.9]) if reward == "penalty" else None
     return CADSTrainer(
@@ -85,6 +86,7 @@ def main() -> None:
     torch.save(
         {
             "s": trainer.policy.s.detach().clone(),
+            "ratios": trainer.mixture().ratios,
             "sigma": trainer.policy.sigma,
             "counters": dict(trainer._selection_counters),
             "params": [p.detach().clone() for p in trainer.model.parameters()],

@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from datasets import Dataset
-from toy import CountingCollator, ToyClassifier, noisy_fifth, toy_sources
-from transformers import default_data_collator
+from toy import CountingCollator, ToyClassifier, noisy_fifth
 
 from cads_hf import CADSConfig, CADSTrainer, ComputeBudget
 from cads_hf.example_selection import SELECTION_NAME, ExampleSelection, train_on_selection

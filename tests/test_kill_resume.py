@@ -84,6 +84,8 @@ def test_killed_and_resumed_search_equals_the_uninterrupted_one(tmp_path):
     assert resumed["resumed_from"] == str(run / f"checkpoint-{save_kill - SAVE_STEPS}"), output
     assert resumed["global_step"] == expected["global_step"] == MAX_STEPS
     torch.testing.assert_close(resumed["s"], expected["s"], rtol=0, atol=1e-6)
+    assert resumed["ratios"].keys() == expected["ratios"].keys()
+    assert all(abs(resumed["ratios"][name] - ratio) <= 1e-6 for name, ratio in expected["ratios"].items())
     assert resumed["sigma"] == pytest.approx(expected["sigma"], rel=1e-12)
     assert resumed["counters"] == expected["counters"]
     for got, want in zip(resumed["params"], expected["params"], strict=True):
@@ -116,5 +118,6 @@ def test_resume_in_process_is_exact_for_every_reward(tmp_path, reward):
         resumed.train(resume_from_checkpoint=str(tmp_path / f"checkpoint-{checkpoint}"))
         assert resumed._selection_counters == full._selection_counters
         torch.testing.assert_close(resumed.policy.s, full.policy.s, rtol=0, atol=1e-6)
+        torch.testing.assert_close(resumed.learned_s(), full.learned_s(), rtol=0, atol=1e-6)
         for got, want in zip(resumed.model.parameters(), full.model.parameters(), strict=True):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
