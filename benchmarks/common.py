@@ -9,6 +9,7 @@ import time
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,3 +202,21 @@ def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output
         "surrogate_cost": search.surrogate.cost if search.surrogate is not None else 0.0,
         "trajectory": trajectory,
     }
+
+
+def run_jobs(jobs, run, workers: int) -> tuple[dict, dict]:
+    """Run ("fixed", mixture key, None, seed) and ("cads", variant, budget, seed) jobs in parallel processes.
+
+    One thread per run: on a small CPU, parallel single-threaded runs beat threaded ones. Returns the fixed results
+    as {key: {seed: result}} and the CADS results as {variant: {str(budget): {seed: result}}}."""
+    fixed, cads = {}, {}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for (kind, key, budget, seed), result in zip(jobs, pool.map(run, jobs)):
+            if kind == "fixed":
+                fixed.setdefault(key, {})[seed] = result
+                print(f"seed {seed} fixed {key}: {result['by_budget']}", flush=True)
+            else:
+                cads.setdefault(key, {}).setdefault(str(budget), {})[seed] = result
+                ratios = {k: round(v, 3) for k, v in result["ratios"].items()}
+                print(f"seed {seed} {key} budget {budget}: test {result['test']:.4f} ratios {ratios}", flush=True)
+    return fixed, cads

@@ -25,11 +25,10 @@ import argparse
 import copy
 import functools
 import json
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 import transformers
-from common import Task, cads_run, fixed_mixture_run, plot, shared_data, summarize, write_results
+from common import Task, cads_run, fixed_mixture_run, plot, run_jobs, shared_data, summarize, write_results
 
 from cads_hf.evaluation import classification_accuracy
 from cads_hf.vision import (
@@ -167,17 +166,7 @@ def main():
     ]
     run = functools.partial(run_job, options.design, design, mixtures, budgets, options.search_fraction,
                             options.threads, work)
-    fixed, cads = {}, {}
-    # Independent runs, one thread each: on a small CPU, parallel single-threaded runs beat threaded ones.
-    with ProcessPoolExecutor(max_workers=options.workers) as pool:
-        for (kind, key, budget, seed), result in zip(jobs, pool.map(run, jobs)):
-            if kind == "fixed":
-                fixed.setdefault(key, {})[seed] = result
-                print(f"seed {seed} fixed {key}: {result['by_budget']}", flush=True)
-            else:
-                cads.setdefault(key, {}).setdefault(str(budget), {})[seed] = result
-                print(f"seed {seed} {key} budget {budget}: test {result['test']:.4f} ratios "
-                      f"{ {k: round(v, 3) for k, v in result['ratios'].items()} }", flush=True)
+    fixed, cads = run_jobs(jobs, run, options.workers)
     data_name = load_images(0)[1]
     if options.skip_fixed:  # diagnostics only: no rows without the fixed mixtures
         print(json.dumps({r: {b: {s: x["ratios"] for s, x in v.items()} for b, v in runs.items()} for r, runs in cads.items()}))

@@ -1,0 +1,124 @@
+"""Writes the README's results section from the JSON files in benchmarks/results/ (nothing else).
+
+    python benchmarks/report.py            # rewrite the section between the markers in README.md
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from common import REPO_ROOT, RESULTS_DIR
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def load(name: str) -> dict | None:
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    return json.load(open(path)) if os.path.isfile(path) else None
+
+
+def cell(stat: dict | None, scale: float, digits: int) -> str:
+    if stat is None:
+        return "–"
+    return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
+
+
+def mixture_table(results: dict, scale: float, digits: int, unit: str) -> list[str]:
+    rows = results["rows"]
+    variants = sorted({k for r in rows for k in r if k.startswith("cads_")})
+    columns = ["best_source", "full", "uniform", "oracle", *variants]
+    lines = [
+        f"| budget ({unit}) | epochs of union | " + " | ".join(c.replace("cads_", "CADS-S ") for c in columns) + " |",
+        "|" + "---|" * (len(columns) + 2),
+    ]
+    for row in rows:
+        cells = [cell(row.get(c), scale, digits) for c in columns]
+        lines.append(f"| {row['budget']} | {row['epochs']:.2f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def ratio_table(results: dict) -> list[str]:
+    rows = results["rows"]
+    names = list(results["sources"])
+    variants = sorted({k for r in rows for k in r if k.startswith("cads_")})
+    lines = ["| budget | variant | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
+    for row in rows:
+        for variant in variants:
+            if variant in row:
+                ratios = row[variant]["ratios"]
+                lines.append(
+                    f"| {row['budget']} | {variant[5:]} | "
+                    + " | ".join(f"{ratios[n]['mean']:.2f} ± {ratios[n]['std']:.2f}" for n in names)
+                    + " |"
+                )
+        chosen = row["oracle"]["chosen"]
+        lines.append(f"| {row['budget']} | oracle picks | " + " | ".join(
+            "/".join(f"{json.loads(c)[j]:g}" for c in chosen) for j in range(len(names))) + " |")
+    return lines
+
+
+def speed_lines(results: dict) -> list[str]:
+    lines = [
+        f"Median step time over {results['steps'] - results['warmup']} steps, as a ratio to a plain `Trainer` step on "
+        f"the same model and batch ({results['device']}, batch {results['batch']}, validation batch "
+        f"{results['selection_eval_batch_size']}); plain step {results['plain_step_s'] * 1000:.0f} ms.",
+        "",
+        "| reward | K | step / plain step |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {r['reward']} | {r['K']} | {r['ratio_to_plain']:.2f} |" for r in results["rows"]]
+    return lines
+
+
+def section() -> str:
+    parts = []
+    scarce = load("noisy_sources_scarce")
+    if scarce:
+        parts += [
+            "### noisy_sources, scarce clean data (`benchmarks/noisy_sources.py --design scarce`)",
+            "",
+            f"Test accuracy (%) on {scarce['data']}, mean ± std over seeds {scarce['seeds']}: a clean source of 300 "
+            "images and four of 2,000 at 20/40/60/80% label noise; small CNN, Adam 1e-3 constant, batch 128.",
+            "",
+            *mixture_table(scarce, 100, 1, "samples"),
+            "",
+            "Learned ratios (mean ± std over seeds) and the oracle's pick per seed:",
+            "",
+            *ratio_table(scarce),
+            "",
+            "![ratios against budget](benchmarks/results/noisy_sources_scarce.png)",
+            "",
+        ]
+    paper = load("noisy_sources_paper")
+    if paper:
+        parts += ["### noisy_sources, the paper's split", "", *mixture_table(paper, 100, 1, "samples"), ""]
+    instruct = load("instruct_mix")
+    if instruct:
+        parts += [
+            "### instruct_mix (`benchmarks/instruct_mix.py`)",
+            "",
+            f"{instruct['target']} (lower is better); {instruct['model']}; seeds {instruct['seeds']}.",
+            "",
+            *mixture_table(instruct, 1, 2, "samples"),
+            "",
+            *ratio_table(instruct),
+            "",
+        ]
+    speed = load("speed")
+    if speed:
+        parts += ["### speed (`benchmarks/speed.py`)", "", *speed_lines(speed), ""]
+    return "\n".join(parts) if parts else "No benchmark results yet: run the scripts in `benchmarks/`."
+
+
+def main():
+    readme = os.path.join(REPO_ROOT, "README.md")
+    text = open(readme).read()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    with open(readme, "w") as f:
+        f.write(text[:start] + "\n" + section() + "\n" + text[end:])
+    print("README results section rewritten")
+
+
+if __name__ == "__main__":
+    main()
