@@ -60,14 +60,20 @@ def ratio_table(results: dict) -> list[str]:
 
 def speed_lines(results: dict) -> list[str]:
     lines = [
-        f"Median step time over {results['steps'] - results['warmup']} steps, as a ratio to a plain `Trainer` step on "
-        f"the same model and batch ({results['device']}, batch {results['batch']}, validation batch "
-        f"{results['selection_eval_batch_size']}); plain step {results['plain_step_s'] * 1000:.0f} ms.",
+        f"A search step against a plain `Trainer` step on the same model and batch ({results['device']}; GPT-2 from a "
+        f"config, batch {results['batch']} x {results['sequence_length']} tokens, validation batch "
+        f"{results['selection_eval_batch_size']}; plain step {results['plain_step_s'] * 1000:.0f} ms): the median over "
+        f"{results['rounds']} interleaved rounds of each run's median step time (after {results['warmup']} warm-up "
+        "steps) divided by the plain run's of the same round.",
         "",
         "| reward | K | step / plain step |",
         "|---|---|---|",
     ]
     lines += [f"| {r['reward']} | {r['K']} | {r['ratio_to_plain']:.2f} |" for r in results["rows"]]
+    lines += ["", "Peak memory of a fresh process running each, over plain `Trainer`'s:", "",
+              "| configuration | peak MB | ratio |", "|---|---|---|",
+              f"| plain | {results['peak_memory_mb']['plain']:.0f} | 1.00 |"]
+    lines += [f"| {c} | {results['peak_memory_mb'][c]:.0f} | {ratio:.2f} |" for c, ratio in results["peak_memory_ratio"].items()]
     return lines
 
 

@@ -1,12 +1,15 @@
-"""Speed of a CADS-S search step against a plain Trainer step on the same model and batch (issue: benchmarks, 5a).
+"""speed: a CADS-S search step against a plain Trainer step on the same model and batch, and peak memory.
 
-A small GPT-2 (built from a config) trains on random token sequences split into three sources. Each configuration
-runs `--steps` optimizer steps; a callback times every step and the median of the steps after `--warmup` is
-reported, as a ratio to the plain Trainer's median measured in the same process. Peak memory is the largest
-resident set size the process reached while each configuration ran (CPU) or the CUDA peak.
+(a) Step time. A small GPT-2 (4 layers, 128 wide, built from a config) trains on random token sequences split into
+three sources, batch 12 x 128 tokens, validation batch 6. Configurations run interleaved in rounds (plain, then each
+reward x K) so that background load hits them alike; each run times `--steps` optimizer steps with a callback and
+keeps the median after `--warmup`; the reported ratio is the median over rounds of (configuration median / plain
+median of the same round). K must be >= 2 (the self-critical baseline needs two samples).
+(d) Peak memory. Each configuration runs once more in a fresh process, whose peak resident set size (CPU) or peak
+CUDA allocation is compared with a plain Trainer's in its own fresh process.
 
-    python benchmarks/speed.py            # full
-    python benchmarks/speed.py --quick    # about a minute
+    python benchmarks/speed.py --quick
+    python benchmarks/speed.py
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
 import transformers
-from datasets import Dataset
+from common import write_results
+from datasets import Dataset, concatenate_datasets
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
-from cads_hf import CADSConfig, CADSTrainer
+from cads_hf import CADSConfig, CADSTrainer, LossSurrogate
 
 transformers.logging.set_verbosity_error()
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+BATCH, VAL_BATCH, LENGTH, VOCAB = 12, 6, 128, 512
 
 
 class StepTimer(TrainerCallback):
@@ -40,19 +46,42 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def token_sources(num_sources=3, per_source=256, length=128, vocab=512, seed=0):
+def token_sources(per_source=256, seed=0):
     generator = torch.Generator().manual_seed(seed)
     sources = {}
-    for j in range(num_sources):
-        ids = torch.randint(0, vocab, (per_source, length), generator=generator).tolist()
-        sources[f"source_{j}"] = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * length] * per_source, "labels": ids})
-    validation = sources["source_0"].select(range(64))
-    return sources, validation
+    for j in range(3):
+        ids = torch.randint(0, VOCAB, (per_source, LENGTH), generator=generator).tolist()
+        sources[f"source_{j}"] = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * LENGTH] * per_source, "labels": ids})
+    return sources, sources["source_0"].select(range(64))
 
 
-def make_model(vocab=512):
+def make_model():
     torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=128, n_embd=128, n_layer=4, n_head=4))
+    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=128, n_layer=4, n_head=4))
+
+
+def run(config: str, steps: int) -> list[float]:
+    """Train `steps` steps of `config` ("plain" or "<reward>:<K>"); returns the time of every step."""
+    sources, validation = token_sources()
+    common = dict(
+        output_dir="/tmp/cads_speed", per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=1e-4,
+        report_to="none", save_strategy="no", disable_tqdm=True, logging_strategy="no", log_level="error",
+        use_cpu=not torch.cuda.is_available(),
+    )
+    timer = StepTimer()
+    if config == "plain":
+        union = concatenate_datasets(list(sources.values()))
+        trainer = Trainer(model=make_model(), args=TrainingArguments(**common), train_dataset=union, callbacks=[timer])
+    else:
+        reward, k = config.split(":")
+        args = CADSConfig(**common, compute_budget=10_000, num_ratio_samples=int(k), reward=reward,
+                          selection_eval_batch_size=VAL_BATCH)
+        # The penalty's surrogate is given (its collection is a separate, one-off cost measured in noisy_sources).
+        surrogate = LossSurrogate([100, 400, 768], [5.0, 5.5, 6.0]) if reward == "penalty" else None
+        trainer = CADSTrainer(model=make_model(), args=args, sources=sources, eval_dataset=validation,
+                              surrogate=surrogate, callbacks=[timer])
+    trainer.train()
+    return timer.times
 
 
 def peak_memory_mb() -> float:
@@ -61,56 +90,48 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(kind, steps, batch, val_batch, k=None, output_dir="/tmp/cads_speed"):
-    sources, validation = token_sources()
-    common = dict(
-        output_dir=output_dir, per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-4,
-        report_to="none", save_strategy="no", disable_tqdm=True, logging_strategy="no",
-        use_cpu=not torch.cuda.is_available(),
-    )
-    timer = StepTimer()
-    if kind == "plain":
-        union = sources["source_0"]
-        for name in ("source_1", "source_2"):
-            from datasets import concatenate_datasets
-
-            union = concatenate_datasets([union, sources[name]])
-        trainer = Trainer(model=make_model(), args=TrainingArguments(**common), train_dataset=union, callbacks=[timer])
-    else:
-        args = CADSConfig(**common, compute_budget=10_000, num_ratio_samples=k, reward=kind, selection_eval_batch_size=val_batch)
-        from cads_hf import LossSurrogate
-
-        surrogate = LossSurrogate([100, 400, 768], [5.0, 5.5, 6.0]) if kind == "penalty" else None
-        trainer = CADSTrainer(model=make_model(), args=args, sources=sources, eval_dataset=validation, surrogate=surrogate, callbacks=[timer])
-    trainer.train()
-    return timer.times
-
-
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output", default=os.path.join(RESULTS, "speed.json"))
+    parser.add_argument("--memory_probe", default=None, help=argparse.SUPPRESS)  # internal: one config, print peak
+    parser.add_argument("--output", default=None)
     options = parser.parse_args()
-    steps, warmup = (12, 4) if options.quick else (30, 5)
-    batch = 12
-    val_batch = batch // 2
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    results = {"batch": batch, "selection_eval_batch_size": val_batch, "steps": steps, "warmup": warmup, "rows": []}
-    run("plain", 3, batch, val_batch)  # the first timing on a fresh process is unreliable: warm everything once
-    plain = statistics.median(run("plain", steps, batch, val_batch)[warmup:])
-    results["plain_step_s"] = plain
-    for reward in ("validation", "penalty"):
-        for k in (2, 4, 8, 16):
-            median = statistics.median(run(reward, steps, batch, val_batch, k=k)[warmup:])
-            row = {"reward": reward, "K": k, "step_s": median, "ratio_to_plain": median / plain}
-            print(row, flush=True)
-            results["rows"].append(row)
-    results["peak_memory_mb_process"] = peak_memory_mb()
-    results["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    os.makedirs(os.path.dirname(options.output), exist_ok=True)
-    with open(options.output, "w") as f:
-        json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
+    if options.memory_probe:
+        run(options.memory_probe, 6)
+        print(json.dumps({"peak_mb": peak_memory_mb()}))
+        return
+    rounds, steps, warmup = (2, 8, 3) if options.quick else (3, 14, 4)
+    ks = (2, 8) if options.quick else (2, 4, 8, 16)
+    configs = [f"{reward}:{k}" for reward in ("validation", "horizon", "penalty") for k in ks]
+    run("plain", 3)  # the first timing in a fresh process is unreliable: warm everything once
+    ratios = {config: [] for config in configs}
+    plain_medians = []
+    for _ in range(rounds):
+        plain = statistics.median(run("plain", steps)[warmup:])
+        plain_medians.append(plain)
+        for config in configs:
+            ratios[config].append(statistics.median(run(config, steps)[warmup:]) / plain)
+            print(config, round(ratios[config][-1], 3), flush=True)
+    rows = [
+        {"reward": c.split(":")[0], "K": int(c.split(":")[1]), "ratio_to_plain": statistics.median(r), "per_round": r}
+        for c, r in ratios.items()
+    ]
+    memory = {}
+    for config in ["plain"] + [f"{reward}:{ks[0]}" for reward in ("validation", "horizon", "penalty")]:
+        probe = subprocess.run([sys.executable, __file__, "--memory_probe", config], capture_output=True, text=True,
+                               check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+        memory[config] = json.loads(probe.stdout.strip().splitlines()[-1])["peak_mb"]
+    results = {
+        "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+        "batch": BATCH, "selection_eval_batch_size": VAL_BATCH, "sequence_length": LENGTH, "steps": steps,
+        "warmup": warmup, "rounds": rounds, "plain_step_s": statistics.median(plain_medians), "rows": rows,
+        "peak_memory_mb": memory,
+        "peak_memory_ratio": {c: m / memory["plain"] for c, m in memory.items() if c != "plain"},
+        "quick": options.quick,
+    }
+    path = write_results("speed" + ("_quick" if options.quick else ""), results, options.output)
+    print(json.dumps({k: v for k, v in results.items() if k != "rows"}, indent=2))
+    print("wrote", path)
 
 
 if __name__ == "__main__":
