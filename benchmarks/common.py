@@ -9,7 +9,7 @@ import time
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,19 +204,38 @@ def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output
     }
 
 
-def run_jobs(jobs, run, workers: int) -> tuple[dict, dict]:
+def run_jobs(jobs, run, workers: int, cache: str) -> tuple[dict, dict, list]:
     """Run ("fixed", mixture key, None, seed) and ("cads", variant, budget, seed) jobs in parallel processes.
 
-    One thread per run: on a small CPU, parallel single-threaded runs beat threaded ones. Returns the fixed results
-    as {key: {seed: result}} and the CADS results as {variant: {str(budget): {seed: result}}}."""
-    fixed, cads = {}, {}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for (kind, key, budget, seed), result in zip(jobs, pool.map(run, jobs)):
-            if kind == "fixed":
-                fixed.setdefault(key, {})[seed] = result
-                print(f"seed {seed} fixed {key}: {result['by_budget']}", flush=True)
-            else:
-                cads.setdefault(key, {}).setdefault(str(budget), {})[seed] = result
-                ratios = {k: round(v, 3) for k, v in result["ratios"].items()}
-                print(f"seed {seed} {key} budget {budget}: test {result['test']:.4f} ratios {ratios}", flush=True)
-    return fixed, cads
+    One thread per run: on a small CPU, parallel single-threaded runs beat threaded ones. Each result is appended to
+    the JSON-lines file `cache` as it completes and jobs already there are not run again, so an interrupted
+    benchmark resumes where it stopped. Returns the fixed results as {key: {seed: result}}, the CADS results as
+    {variant: {str(budget): {seed: result}}}, and the seeds whose jobs are all done."""
+    done = {}
+    if os.path.isfile(cache):
+        with open(cache) as f:
+            for line in f:
+                record = json.loads(line)
+                done[json.dumps(record["job"])] = record["result"]
+    todo = [job for job in jobs if json.dumps(list(job)) not in done]
+    with ProcessPoolExecutor(max_workers=workers) as pool, open(cache, "a") as out:
+        futures = {pool.submit(run, job): job for job in todo}
+        for future in as_completed(futures):
+            job = futures[future]
+            done[json.dumps(list(job))] = future.result()
+            out.write(json.dumps({"job": list(job), "result": done[json.dumps(list(job))]}) + "\n")
+            out.flush()
+            print(f"done {job}", flush=True)
+    fixed, cads, complete = {}, {}, []
+    for seed in sorted({job[3] for job in jobs}):
+        if all(json.dumps(list(job)) in done for job in jobs if job[3] == seed):
+            complete.append(seed)
+    for kind, key, budget, seed in jobs:
+        result = done.get(json.dumps([kind, key, budget, seed]))
+        if result is None or seed not in complete:
+            continue
+        if kind == "fixed":
+            fixed.setdefault(key, {})[seed] = result
+        else:
+            cads.setdefault(key, {}).setdefault(str(budget), {})[seed] = result
+    return fixed, cads, complete

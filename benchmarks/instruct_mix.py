@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 
 import torch
 import transformers
-from common import Task, cads_run, fixed_mixture_run, plot, run_jobs, shared_data, summarize, write_results
+from common import RESULTS_DIR, Task, cads_run, fixed_mixture_run, plot, run_jobs, shared_data, summarize, write_results
 
 from cads_hf.losses import dataset_loss
 from cads_hf.text import (
@@ -114,6 +115,7 @@ def main():
     parser.add_argument("--search_fraction", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", default=None)
+    parser.add_argument("--cache", default=None, help="JSON-lines file of finished runs (resumes from it).")
     options = parser.parse_args()
     if not all(shared_data(*parts) for parts in FILES.values()):
         print("instruct_mix: the Alpaca files are not in ../shared/data (or $CADS_SHARED_DATA); nothing to run.")
@@ -132,7 +134,13 @@ def main():
         for seed in seeds
     ]
     run = functools.partial(run_job, mixtures, budgets, options.search_fraction, "/tmp/cads_bench/instruct_mix")
-    fixed, cads = run_jobs(jobs, run, options.workers)
+    jobs.sort(key=lambda job: job[3])  # seed by seed, so an interrupted run leaves whole seeds to report
+    name = "instruct_mix" + ("_quick" if options.quick else "")
+    default_cache = os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
+    fixed, cads, seeds = run_jobs(jobs, run, options.workers, cache=options.cache or default_cache)
+    if not seeds:
+        print("no seed has finished all its runs yet")
+        return
     union = sum(len(split["train"]) for split in splits.values())
     rows = summarize(
         fixed, cads, budgets, seeds, names, list(mixtures), [str([1.0, 0.0]), str([0.0, 1.0])], union,
@@ -142,9 +150,9 @@ def main():
         "sources": {name: len(split["train"]) for name, split in splits.items()},
         "target": "alpaca_gpt4 test perplexity", "seeds": seeds, "quick": options.quick,
         "model": "GPT-2 from config: 2 layers, 128 wide, 4 heads; BPE tokenizer of 4096 trained on the sources",
-        "search_fraction": options.search_fraction, "rows": rows, "runs": {"fixed": fixed, "cads": cads},
+        "search_fraction": options.search_fraction, "rows": rows, "runs": f"{name}.runs.jsonl",
     }
-    path = write_results("instruct_mix" + ("_quick" if options.quick else ""), results, options.output)
+    path = write_results(name, results, options.output)
     plot(rows, names, path.replace(".json", ".png"), "test perplexity")
     print("wrote", path)
 

@@ -25,10 +25,11 @@ import argparse
 import copy
 import functools
 import json
+import os
 
 import torch
 import transformers
-from common import Task, cads_run, fixed_mixture_run, plot, run_jobs, shared_data, summarize, write_results
+from common import RESULTS_DIR, Task, cads_run, fixed_mixture_run, plot, run_jobs, shared_data, summarize, write_results
 
 from cads_hf.evaluation import classification_accuracy
 from cads_hf.vision import (
@@ -136,8 +137,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="Torch threads per run.")
     parser.add_argument("--workers", type=int, default=2, help="Runs in parallel processes.")
     parser.add_argument("--epochs", type=float, nargs="+", default=None, help="Budgets in epochs of the union.")
-    parser.add_argument("--skip_fixed", action="store_true", help="Only the CADS runs (no oracle grid).")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--cache", default=None, help="JSON-lines file of finished runs (resumes from it).")
     options = parser.parse_args()
     design = copy.deepcopy(DESIGNS[options.design])
     seeds = list(range(1 if options.quick else options.seeds))
@@ -153,7 +154,7 @@ def main():
     names = [noise_source_name(p) for p in design["noise"]]
     singles = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
     mixtures = {str(r): r for r in [[float(x) for x in r] for r in design["grid"]] + singles + [[0.5] * len(names)]}
-    jobs = [] if options.skip_fixed else [("fixed", key, None, seed) for key in mixtures for seed in seeds]
+    jobs = [("fixed", key, None, seed) for key in mixtures for seed in seeds]
     jobs += [
         ("cads", variant, budget, seed)
         for variant in options.rewards
@@ -163,11 +164,14 @@ def main():
     ]
     run = functools.partial(run_job, options.design, design, mixtures, budgets, options.search_fraction,
                             options.threads, work)
-    fixed, cads = run_jobs(jobs, run, options.workers)
-    data_name = load_images(0)[1]
-    if options.skip_fixed:  # diagnostics only: no rows without the fixed mixtures
-        print(json.dumps({r: {b: {s: x["ratios"] for s, x in v.items()} for b, v in runs.items()} for r, runs in cads.items()}))
+    jobs.sort(key=lambda job: job[3])  # seed by seed, so an interrupted run leaves whole seeds to report
+    name = f"noisy_sources_{options.design}" + ("_quick" if options.quick else "")
+    default_cache = os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
+    fixed, cads, seeds = run_jobs(jobs, run, options.workers, cache=options.cache or default_cache)
+    if not seeds:
+        print("no seed has finished all its runs yet")
         return
+    data_name = load_images(0)[1]
     grid_keys = [str([float(x) for x in r]) for r in design["grid"]] + [str(r) for r in singles]
     rows = summarize(
         fixed, cads, budgets, seeds, names, grid_keys, [str(r) for r in singles], union, lower_is_better=False
@@ -176,10 +180,9 @@ def main():
         "design": options.design, "data": data_name, "sources": dict(zip(names, design["sizes"])),
         "noise": dict(zip(names, design["noise"])), "seeds": seeds, "quick": options.quick,
         "search_fraction": options.search_fraction, "rows": rows,
-        "runs": {"fixed": fixed, "cads": cads},
+        "runs": f"{name}.runs.jsonl",
     }
-    suffix = "_quick" if options.quick else ""
-    path = write_results(f"noisy_sources_{options.design}{suffix}", results, options.output)
+    path = write_results(name, results, options.output)
     plot(rows, names, path.replace(".json", ".png"), "test accuracy")
     print("wrote", path)
 
