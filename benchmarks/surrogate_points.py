@@ -8,8 +8,8 @@ examples) on K in {4, ..., 8} measured sizes of CIFAR-10 with ResNet-18 and repo
             (synthetic seven-segment digits where the files are absent; the JSON names which).
   budget    10 epochs of the pool (20,000 sample usages) for every subset size, so a subset of n examples is
             seen 20,000 / n times: C / n epochs, as the surrogate defines it.
-  points    16 sizes spaced geometrically from 1% to 100% of the pool; at each, a fresh model (same initial
-            weights within a seed) trains on a random subset of that size with `train_on_examples` (Adam at a
+  points    16 sizes evenly spaced from 1% to 100% of the pool (as Table 8 samples sizes; `--spacing geometric`
+            spaces them in log n instead); at each, a fresh model (same initial weights within a seed) trains on a random subset of that size with `train_on_examples` (Adam at a
             constant 1e-3, batch 128, the budget spent exactly), and l is its mean loss on that subset afterwards
             (`cads_hf.losses.dataset_loss`, eval mode), as `CADSTrainer.collect_surrogate` measures it.
   fits      for K = 4..8, `LossSurrogate` (spline and loglinear, both fitted in log space) on K of the sizes, and
@@ -17,8 +17,9 @@ examples) on K in {4, ..., 8} measured sizes of CIFAR-10 with ResNet-18 and repo
             and 20 random choices (seeded) of K - 2 interior sizes. The smallest and largest size are always among
             the K: `LossSurrogate` clamps outside its measured range rather than extrapolate, and so does CADS.
             Held-out MSE on the loss itself (Table 8's measure) and on log(loss).
-Mean and sample std over 3 seeds (even choice) or over seeds x choices (random choice). Seeds change the pool, the
-initial weights and the subsets.
+Mean and sample std (and median) over 3 seeds (even choice) or over seeds x choices (random choice). Seeds change the
+pool, the initial weights and the subsets. Every run is appended to a JSON-lines cache
+(benchmarks/results/surrogate_points[_quick].runs.jsonl) as it finishes; a rerun skips the runs found there.
 
     python benchmarks/surrogate_points.py --quick   # pool 1,000, 5 epochs, 12 sizes, 1 seed
     python benchmarks/surrogate_points.py           # pool 2,000, 10 epochs, 16 sizes, 3 seeds
@@ -27,19 +28,22 @@ initial weights and the subsets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import io
+import json
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import torch
 import transformers
-from common import Stopwatch, mean_std, mnist_test_images, quiet, write_results
+from common import RESULTS_DIR, Stopwatch, mean_std, shared_data, write_results
 
 from cads_hf import CADSConfig, ComputeBudget, LossSurrogate
 from cads_hf.final_training import SequenceDataset, train_on_examples
 from cads_hf.losses import dataset_loss
-from cads_hf.vision import ImageCollator, SmallCNN, SmallCNNConfig, split_sources
+from cads_hf.vision import ImageCollator, SmallCNN, SmallCNNConfig, read_mnist_idx, split_sources, synthetic_digits
 
 transformers.logging.set_verbosity_error()
 
@@ -51,16 +55,62 @@ COLLATOR = ImageCollator()
 WORK = "/tmp/cads_bench/surrogate_points"
 
 
-def subset_sizes(pool: int, count: int) -> list[int]:
-    """`count` sizes (fewer where rounding merges some) spaced geometrically from 1% to 100% of the pool."""
-    return sorted({int(round(n)) for n in np.geomspace(max(2, 0.01 * pool), pool, count)})
+def mnist_test_images(seed: int = 0):
+    """The 10,000 MNIST test images and the data's name; synthetic seven-segment digits where the files are absent."""
+    images = shared_data("vision", "mnist", "t10k-images-idx3-ubyte.gz")
+    labels = shared_data("vision", "mnist", "t10k-labels-idx1-ubyte.gz")
+    if images and labels:
+        return read_mnist_idx(images, labels), "mnist-test"
+    return synthetic_digits(10_000, seed=seed), "synthetic-digits (../shared/data absent)"
+
+
+def quiet(function):
+    """`function` with its stdout discarded (a Trainer with disable_tqdm prints its metrics after every run)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def run_cached(jobs: list, run, workers: int, cache: str, report) -> dict:
+    """{job: result} for every job, in parallel processes; each result is appended to the JSON-lines `cache` as it
+    completes and jobs found there are not run again, so an interrupted benchmark resumes where it stopped."""
+    done = {}
+    if os.path.isfile(cache):
+        with open(cache) as f:
+            for line in f:
+                record = json.loads(line)
+                done[tuple(record["job"])] = record["result"]
+    todo = [job for job in jobs if tuple(job) not in done]
+    if todo:
+        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
+        with ProcessPoolExecutor(max_workers=workers) as pool, open(cache, "a") as out:
+            futures = {pool.submit(run, job): job for job in todo}
+            for future in as_completed(futures):
+                job, result = futures[future], future.result()
+                done[tuple(job)] = result
+                out.write(json.dumps({"job": list(job), "result": result}) + "\n")
+                out.flush()
+                report(job, result)
+    return {tuple(job): done[tuple(job)] for job in jobs}
+
+
+def subset_sizes(pool: int, count: int, spacing: str) -> list[int]:
+    """`count` sizes (fewer where rounding merges some) from 1% to 100% of the pool, spaced evenly in n (linear) or
+    in log n (geometric)."""
+    low = max(2, 0.01 * pool)
+    grid = np.linspace(low, pool, count) if spacing == "linear" else np.geomspace(low, pool, count)
+    return sorted({int(round(n)) for n in grid})
 
 
 @quiet
-def measure(pool_size: int, budget: int, threads: int, job: tuple[int, int]) -> dict:
-    """Final training loss on a random subset of `size` after training on it for the budget."""
+def measure(threads: int, job: tuple[int, int, int, int]) -> dict:
+    """Final training loss on a random subset of `size` of the pool after training on it for the budget."""
     torch.set_num_threads(threads)
-    seed, size = job
+    seed, size, pool_size, budget = job
     watch = Stopwatch()
     data, _ = mnist_test_images(seed)
     pool = split_sources(data, {"pool": pool_size}, seed=seed)["pool"]
@@ -75,7 +125,7 @@ def measure(pool_size: int, budget: int, threads: int, job: tuple[int, int]) -> 
     )
     trainer = train_on_examples(model, pool, subset, ComputeBudget(budget), args, data_collator=COLLATOR)
     loss, _ = dataset_loss(trainer.model, SequenceDataset(pool, subset), COLLATOR, 500)
-    return {"seed": seed, "size": size, "loss": loss, "samples": len(trainer.train_dataset), "wall_s": watch()}
+    return {"loss": loss, "samples": len(trainer.train_dataset), "wall_s": watch()}
 
 
 def held_out_errors(sizes: np.ndarray, losses: np.ndarray, chosen: np.ndarray, kind: str) -> dict:
@@ -88,6 +138,11 @@ def held_out_errors(sizes: np.ndarray, losses: np.ndarray, chosen: np.ndarray, k
         "log_mse": float(np.mean((np.log(np.clip(predicted, 1e-10, None)) - np.log(losses[rest] + 1e-10)) ** 2)),
         "held_out": len(rest),
     }
+
+
+def quantiles(values) -> dict:
+    return {name: float(np.quantile(values, q)) for name, q in (("q25", 0.25), ("median", 0.5), ("q75", 0.75))} | {
+        "min": float(np.min(values)), "max": float(np.max(values))}
 
 
 def evaluate_fits(sizes: np.ndarray, losses: np.ndarray, seed: int, choices: int) -> dict:
@@ -135,9 +190,15 @@ def plot(results: dict, path: str) -> None:
             for choice, style in (("even", "-"), ("random", "--")):
                 rows = [r for r in results["table"] if r["kind"] == kind]
                 ks = [r["K"] for r in rows]
-                mean = np.array([r[choice][measure_name]["mean"] for r in rows])
-                std = np.array([r[choice][measure_name]["std"] for r in rows])
-                ax.errorbar(ks, mean, yerr=std, marker=marker, ls=style, capsize=3, label=f"{kind}, {choice}")
+                if choice == "even":  # mean over seeds, bars from the smallest to the largest seed
+                    centre = np.array([r[choice][measure_name]["mean"] for r in rows])
+                    low, high = ([r[choice][measure_name][q] for r in rows] for q in ("min", "max"))
+                else:  # median over seeds x choices, bars over the middle half (a few overshooting fits skew the mean)
+                    centre = np.array([r[choice][measure_name]["median"] for r in rows])
+                    low, high = ([r[choice][measure_name][q] for r in rows] for q in ("q25", "q75"))
+                bars = [np.clip(centre - np.array(low), 0, None), np.clip(np.array(high) - centre, 0, None)]
+                ax.errorbar(ks, centre, yerr=bars, marker=marker, ls=style, capsize=3,
+                            label=f"{kind}, {choice} ({'mean, min-max' if choice == 'even' else 'median, IQR'})")
         ax.set(yscale="log", xlabel="K (measured sizes the surrogate is fitted on)", ylabel=label, xticks=list(KS))
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -151,10 +212,13 @@ def main():
     parser.add_argument("--pool", type=int, default=None, help="Pool size (2,000; quick 1,000).")
     parser.add_argument("--epochs", type=float, default=None, help="Budget in epochs of the pool (10; quick 5).")
     parser.add_argument("--sizes", type=int, default=None, help="Measured subset sizes (16; quick 12).")
+    parser.add_argument("--spacing", choices=("linear", "geometric"), default="linear",
+                        help="Sizes evenly spaced in n (as Table 8 samples them) or in log n (dense at small n).")
     parser.add_argument("--choices", type=int, default=20, help="Random choices of the K sizes per seed and K.")
     parser.add_argument("--threads", type=int, default=1, help="Torch threads per run.")
     parser.add_argument("--workers", type=int, default=2, help="Runs in parallel processes.")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--cache", default=None, help="JSON-lines file of finished runs (resumes from it).")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     pool = options.pool or (1000 if options.quick else 2000)
@@ -162,40 +226,44 @@ def main():
     count = options.sizes or (12 if options.quick else 16)
     seeds = list(range(1 if options.quick else options.seeds))
     budget = int(epochs * pool)
-    sizes = subset_sizes(pool, count)
+    sizes = subset_sizes(pool, count, options.spacing)
     if len(sizes) < max(KS) + 1:
         parser.error(f"{len(sizes)} distinct sizes leave nothing to hold out at K = {max(KS)}; raise --sizes.")
     watch = Stopwatch()
-    jobs = [(seed, size) for seed in seeds for size in sorted(sizes, reverse=True)]  # largest first: balance
+    # Seed by seed, largest first (balance); the pool and budget are part of the key, so a changed set-up reruns.
+    jobs = [(seed, size, pool, budget) for seed in seeds for size in sorted(sizes, reverse=True)]
     print(f"{len(jobs)} runs of {budget} samples (pool {pool}, sizes {sizes})", flush=True)
-    run = functools.partial(measure, pool, budget, options.threads)
-    measured = {}
-    with ProcessPoolExecutor(max_workers=options.workers) as executor:
-        for result in executor.map(run, jobs):
-            measured[(result["seed"], result["size"])] = result
-            print(f"seed {result['seed']} size {result['size']:>5}: loss {result['loss']:.3e} ({result['wall_s']:.0f} s)",
-                  flush=True)
+    run = functools.partial(measure, options.threads)
+    name = "surrogate_points" + ("_quick" if options.quick else "")
+    cache = options.cache or os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
+
+    def report(job, result):
+        print(f"seed {job[0]} size {job[1]:>5}: loss {result['loss']:.3e} ({result['wall_s']:.0f} s)", flush=True)
+
+    measured = run_cached(jobs, run, options.workers, cache, report)
 
     curves, fits = {}, {}
     for seed in seeds:
-        losses = np.array([measured[(seed, n)]["loss"] for n in sizes])
+        losses = np.array([measured[(seed, n, pool, budget)]["loss"] for n in sizes])
         curves[seed] = {"sizes": sizes, "losses": losses.tolist(),
-                        "wall_s": [measured[(seed, n)]["wall_s"] for n in sizes]}
+                        "wall_s": [measured[(seed, n, pool, budget)]["wall_s"] for n in sizes]}
         fits[seed] = evaluate_fits(np.array(sizes, dtype=np.float64), losses, seed, options.choices)
     table = []
     for kind in KINDS:
         for k in KS:
             row = {"kind": kind, "K": k}
             for measure_name in ("mse", "log_mse"):
-                row.setdefault("even", {})[measure_name] = mean_std([fits[s][kind][k]["even"][measure_name] for s in seeds])
-                row.setdefault("random", {})[measure_name] = mean_std(
-                    [c[measure_name] for s in seeds for c in fits[s][kind][k]["random"]]
-                )
+                even = [fits[s][kind][k]["even"][measure_name] for s in seeds]
+                random = [c[measure_name] for s in seeds for c in fits[s][kind][k]["random"]]
+                # The median beside the mean: one spline that overshoots between distant points dominates a mean.
+                row.setdefault("even", {})[measure_name] = {**mean_std(even), **quantiles(even)}
+                row.setdefault("random", {})[measure_name] = {**mean_std(random), **quantiles(random)}
             row["held_out_sizes_even"] = fits[seeds[0]][kind][k]["even"]["held_out"]
             table.append(row)
             print(f"{kind:>9} K={k}: held-out MSE even {row['even']['mse']['mean']:.2e} ± {row['even']['mse']['std']:.1e}"
                   f"  random {row['random']['mse']['mean']:.2e} ± {row['random']['mse']['std']:.1e}"
-                  f"  | log-MSE even {row['even']['log_mse']['mean']:.3f}  random {row['random']['log_mse']['mean']:.3f}")
+                  f" (median {row['random']['mse']['median']:.2e})"
+                  f"  | log-MSE even {row['even']['log_mse']['mean']:.3f}  random median {row['random']['log_mse']['median']:.3f}")
     results = {
         "quick": options.quick,
         "data": mnist_test_images(0)[1],
@@ -205,16 +273,17 @@ def main():
         "epochs_of_pool": epochs,
         "batch": BATCH,
         "learning_rate": LEARNING_RATE,
+        "spacing": options.spacing,
         "sizes": sizes,
         "random_choices": options.choices,
         "paper_table_8": {"4": 0.057668, "5": 0.016326, "6": 0.018594, "7": 0.020031, "8": 0.017905},
         "table": table,
         "curves": {str(s): c for s, c in curves.items()},
         "fits": {str(s): {kind: {str(k): v for k, v in f[kind].items()} for kind in f} for s, f in fits.items()},
-        "wall_s": watch(),
+        "runs": os.path.basename(cache),
+        "run_wall_s": float(sum(r["wall_s"] for r in measured.values())),
     }
-    suffix = "_quick" if options.quick else ""
-    path = write_results(f"surrogate_points{suffix}", results, options.output)
+    path = write_results(name, results, options.output)
     plot(results, os.path.splitext(path)[0] + ".png")
     print("wrote", path, f"({watch():.0f} s)")
 

@@ -38,6 +38,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import datasets
 import transformers
 from transformers import HfArgumentParser
 
@@ -106,7 +107,7 @@ class RecipeArguments:
 def parse_arguments(argv: list[str]) -> tuple[RecipeArguments, CADSConfig]:
     defaults = {
         "--output_dir": DEFAULT_OUTPUT_DIR, "--max_steps": "100", "--per_device_train_batch_size": "64",
-        "--learning_rate": "5e-3", "--lr_scheduler_type": "constant", "--weight_decay": "0.0",
+        "--learning_rate": "1e-3", "--lr_scheduler_type": "constant", "--weight_decay": "0.0",
         "--logging_steps": "25", "--save_strategy": "no", "--report_to": "none",
         "--selection_eval_batch_size": "64", "--per_device_eval_batch_size": "500", "--disable_tqdm": "True",
     }
@@ -276,5 +277,6 @@ def print_report(mixture, report: dict) -> None:
 
 
 if __name__ == "__main__":
+    datasets.disable_progress_bars()
     transformers.logging.set_verbosity_warning()
     main(sys.argv[1:])

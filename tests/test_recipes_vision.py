@@ -45,7 +45,7 @@ def test_missing_mnist_falls_back_to_synthetic_unless_required(recipe, tmp_path)
         recipe.load_images(args, seed=0, count=30)
 
 
-def test_setup_makes_disjoint_noisy_sources_and_clean_splits(recipe, tmp_path):
+def test_setup_makes_disjoint_noisy_sources_and_clean_splits(recipe, tmp_path, monkeypatch):
     args, _ = recipe.parse_arguments([
         "--output_dir", str(tmp_path), "--data", "synthetic", "--image_size", "16", "--source_size", "40",
         "--validation_size", "30", "--test_size", "20",
@@ -56,8 +56,10 @@ def test_setup_makes_disjoint_noisy_sources_and_clean_splits(recipe, tmp_path):
     noisy = {name: sum(ds.with_format(None)["is_noisy"]) for name, ds in sources.items()}
     assert noisy == {"noise_0": 0, "noise_22.5": 9, "noise_45": 18, "noise_67.5": 27, "noise_90": 36}
     assert "is_noisy" not in validation.column_names  # the held-out splits keep their true labels
-    with pytest.raises(ValueError, match="need"):
-        args.source_size = 10_000
+    # A fixed pool (MNIST's 10,000 images) too small for the requested splits is refused, not silently reused.
+    fixed_pool = recipe.synthetic_digits(100, seed=0, image_size=16)
+    monkeypatch.setattr(recipe, "load_images", lambda *args, **kwargs: (fixed_pool, "a 100-image pool"))
+    with pytest.raises(ValueError, match="need 250"):
         recipe.setup(args, seed=0)
 
 
