@@ -150,6 +150,8 @@ def perplexity(model, dataset, collator, args) -> float:
 
 def main(argv: list[str]) -> dict:
     recipe, config = parse_arguments(argv)
+    if config.push_to_hub and not config.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (the repository to create or update).")
     transformers.set_seed(config.seed)
     tokenizer, model, splits, validation = setup(recipe)
     train = {name: split["train"] for name, split in splits.items()}
@@ -203,8 +205,6 @@ def main(argv: list[str]) -> dict:
             json.dump(report, f, indent=2)
         print_report(mixture, report, budget)
         if push:
-            if not hub_model_id:
-                raise ValueError("--push_to_hub needs --hub_model_id (the repository to create or update).")
             print("pushed:", mixture.push_to_hub(hub_model_id))
     return report
 
