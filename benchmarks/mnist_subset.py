@@ -13,6 +13,7 @@ Methods, each ending with a fresh model trained on its final subset for exactly 
             surrogate l(n) collected once per (budget, seed) at fractions 0.05 / 0.2 / 0.5 / 1.0 and shared by
             every initial fraction (`--cads_e_reward validation` for the library's default reward instead).
 The final subset is the top round(sum s) scores for every method (`--strategy sample` draws it from the policy).
+Beside CADS-E, a random subset of the size CADS-E chose (same budget): it tells a better size from better examples.
 
 Rules, stated because the numbers depend on them:
   * The paper's small CNN, Adam at a constant learning rate of 1e-3, batch 128, no weight decay, every run spends
@@ -23,9 +24,11 @@ Rules, stated because the numbers depend on them:
     move by at most a few x 0.05 (Adam, lr 5e-2); read them as "a few steps of the exact method", not as converged.
   * CADS-E samples K = 4 selections per step (free: one forward pass serves all of them).
 Budgets / fractions (full): initial fractions 0.2, 0.4, 0.6, 0.8 at C = 1e4 (Table 1's grid; the paper ran it at
-2e4), and C = 1e4 and 3e4 at f = 0.2 (Table 9's setting; the paper went to 1e5). Larger budgets are a flag away
-(`--budgets 10000 20000 50000 100000`), at K x outer steps x C per Bilevel/PBCS run: 1e5 alone costs about 2 million
-sample usages per seed. Quick: f = 0.2 and 0.8 at C = 1e4, one seed.
+2e4), and C = 1e4 and 2e4 at f = 0.2 (Table 9's first two columns; the paper went to 1e5). In all 3.6 million
+training sample usages, about 15-20 minutes on 2 free cores. Larger budgets are a flag away
+(`--budgets 10000 20000 50000 100000`), at (K x outer steps + 1) x C per Bilevel/PBCS run: C = 1e5 alone adds about
+2.2 million sample usages per seed. Quick: f = 0.2 and 0.8 at C = 1e4, one seed, 0.32 million (5 minutes on a
+loaded 2-core machine).
 Fig. 2: the expected subset size sum(s) per outer step (CADS-E: per logged search step), one curve per initial
 fraction. Test accuracy: mean and sample std over seeds 0, 1, 2. Every run is appended to a JSON-lines cache
 (benchmarks/results/mnist_subset[_quick].runs.jsonl) as it finishes, and a rerun skips what is there.
@@ -63,6 +66,7 @@ BATCH = 128
 LEARNING_RATE = 1e-3
 SURROGATE_FRACTIONS = [0.05, 0.2, 0.5, 1.0]
 METHODS = ("random", "pbcs", "bilevel", "cads_e")
+COLUMNS = (*METHODS, "random_at_cads_e_size")  # the last: a random subset of the size CADS-E chose
 COLLATOR = ImageCollator()
 WORK = "/tmp/cads_bench/mnist_subset"
 
@@ -87,12 +91,12 @@ def fresh_model(seed: int) -> SmallCNN:
 
 
 def make_args(output_dir: str, seed: int, budget: int, **extra) -> CADSConfig:
-    values = dict(
-        output_dir=output_dir, per_device_train_batch_size=BATCH, learning_rate=LEARNING_RATE,
-        lr_scheduler_type="constant", weight_decay=0.0, report_to="none", save_strategy="no",
-        logging_strategy="no", disable_tqdm=True, use_cpu=True, seed=seed, per_device_eval_batch_size=500,
-        log_level="error", compute_budget=budget,
-    )
+    values = {
+        "output_dir": output_dir, "per_device_train_batch_size": BATCH, "learning_rate": LEARNING_RATE,
+        "lr_scheduler_type": "constant", "weight_decay": 0.0, "report_to": "none", "save_strategy": "no",
+        "logging_strategy": "no", "disable_tqdm": True, "use_cpu": True, "seed": seed, "per_device_eval_batch_size": 500,
+        "log_level": "error", "compute_budget": budget,
+    }
     return CADSConfig(**{**values, **extra})
 
 
@@ -188,9 +192,12 @@ def run_job(options: dict, job: tuple, surrogate: dict | None = None) -> dict:
             for e in trainer.state.log_history if "selection/expected_size" in e
         ]
         final = final_run(seed, budget, data, selection.example_ids, f"{out}/final")
+        # A random subset of the size CADS-E chose: separates choosing how many examples from choosing which.
+        same_size = np.random.default_rng([seed, 4099, len(selection)]).choice(POOL, size=len(selection), replace=False)
+        random_at_size = final_run(seed, budget, data, np.sort(same_size), f"{out}/random-at-size")
         search_samples = steps * (BATCH + args.selection_eval_batch_size)  # training + validation forwards
-        return {**final, "search_samples": search_samples, "search_steps": steps, "search_s": search_s,
-                "trajectory": trajectory, "wall_s": watch()}
+        return {**final, "random_at_size": random_at_size["test"], "search_samples": search_samples,
+                "search_steps": steps, "search_s": search_s, "trajectory": trajectory, "wall_s": watch()}
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -202,7 +209,7 @@ def job_cost(job: tuple, options: dict) -> float:
     if method in ("pbcs", "bilevel"):
         return (options["outer_steps"] * options["k"] + 1) * budget
     if method == "cads_e":
-        return (options["search_fraction"] + 1) * budget
+        return (options["search_fraction"] + 2) * budget  # search, final run, random subset of the same size
     return budget
 
 
@@ -266,6 +273,9 @@ def summarize(done: dict, jobs: list, settings: list, seeds: list) -> dict:
                 "search_samples": float(np.mean([r["search_samples"] for r in runs])),
                 "wall_s": float(np.mean([r["wall_s"] for r in runs])),
             }
+            if method == "cads_e":
+                row["random_at_cads_e_size"] = {"test": mean_std([r["random_at_size"] for r in runs]),
+                                                "subset_size": row[method]["subset_size"]}
         results[f"{fraction}@{budget}"] = {"fraction": fraction, "budget": budget, **row}
     return results
 
@@ -281,6 +291,7 @@ def plot(results: dict, done: dict, jobs: list, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
     sweep_budget = results["sweep_budget"]
@@ -290,21 +301,24 @@ def plot(results: dict, done: dict, jobs: list, path: str) -> None:
             if runs:
                 steps, means = mean_trajectory(runs)
                 ax.plot(steps, means, marker="o", ms=3, label=f"init {fraction}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=f"{title}: subset size during the search (C={sweep_budget:g})", xlabel=(
             "search step" if method == "cads_e" else "outer step"), ylabel="expected subset size sum(s)", ylim=(0, POOL))
         ax.legend(fontsize=8)
-    labels = {"random": "Random", "pbcs": "PBCS", "cads_e": "CADS-E", "bilevel": "Bilevel-CADS"}
+    labels = {"random": "Random", "pbcs": "PBCS", "cads_e": "CADS-E", "bilevel": "Bilevel-CADS",
+              "random_at_cads_e_size": "Random, CADS-E's size"}
     by_fraction = [results["rows"][f"{f}@{sweep_budget}"] for f in results["fractions"]]
     by_budget = [results["rows"][f"{results['budget_fraction']}@{b}"] for b in results["budgets"]]
     for ax, rows, x, xlabel in (
         (axes[1][0], by_fraction, results["fractions"], f"initial fraction (C={sweep_budget:g})"),
         (axes[1][1], by_budget, results["budgets"], f"budget C (initial fraction {results['budget_fraction']})"),
     ):
-        for method in METHODS:
+        for method in COLUMNS:
             present = [(xi, r[method]) for xi, r in zip(x, rows) if method in r]
             if present:
                 ax.errorbar([p[0] for p in present], [100 * p[1]["test"]["mean"] for p in present],
-                            yerr=[100 * p[1]["test"]["std"] for p in present], marker="o", capsize=3, label=labels[method])
+                            yerr=[100 * p[1]["test"]["std"] for p in present], marker="o", capsize=3, label=labels[method],
+                            ls=":" if method == "random_at_cads_e_size" else "-")
         ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title="final model, test accuracy")
         if rows is by_budget and len(x) > 1:
             ax.set_xscale("log")
@@ -347,7 +361,7 @@ def main():
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     fractions = options.fractions or ([0.2, 0.8] if options.quick else [0.2, 0.4, 0.6, 0.8])
-    budgets = options.budgets or ([options.sweep_budget] if options.quick else [10_000, 30_000])
+    budgets = options.budgets or ([options.sweep_budget] if options.quick else [10_000, 20_000])
     seeds = list(range(1 if options.quick else options.seeds))
     settings = sorted({(f, options.sweep_budget) for f in fractions} | {(options.budget_fraction, b) for b in budgets})
     config = {
@@ -356,7 +370,8 @@ def main():
         "strategy": options.strategy, "threads": options.threads, "workers": options.workers,
     }
     # Everything a result depends on is in its key, so a changed set-up reruns instead of reading stale runs.
-    signature = json.dumps({k: v for k, v in config.items() if k not in ("threads", "workers")}, sort_keys=True)
+    signature = json.dumps({k: v for k, v in config.items() if k not in ("threads", "workers")} | {"version": 2},
+                           sort_keys=True)
     jobs = [(m, f, b, s, signature) for s in seeds for f, b in settings for m in options.methods]
     if "cads_e" in options.methods and options.cads_e_reward == "penalty":
         jobs += [("surrogate", None, b, s, signature) for s in seeds for b in sorted({b for _, b in settings})]
@@ -396,10 +411,10 @@ def main():
         "run_wall_s": float(sum(done[job]["wall_s"] for job in jobs)),
         "wall_s": watch(),
     }
-    for key, row in rows.items():
+    for row in rows.values():
         cells = "  ".join(
             f"{m} {100 * row[m]['test']['mean']:.2f}±{100 * row[m]['test']['std']:.2f} (n={row[m]['subset_size']['mean']:.0f})"
-            for m in METHODS if m in row
+            for m in COLUMNS if m in row
         )
         print(f"f={row['fraction']} C={row['budget']}: {cells}")
     path = write_results(name, results, options.output)

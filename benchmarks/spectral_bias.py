@@ -18,7 +18,7 @@ until the end (null where it never does), and the compute range where the low-fr
 mean and sample std over seeds.
 
     python benchmarks/spectral_bias.py --quick     # 10,000 samples per group, 3 seeds (seconds)
-    python benchmarks/spectral_bias.py             # 50,000 samples per group, 3 seeds (about a minute)
+    python benchmarks/spectral_bias.py             # 50,000 samples per group, 3 seeds (under a minute)
     python benchmarks/spectral_bias.py --steps 2000  # the same runs continued well past the paper's 160 steps
 """
 
