@@ -33,12 +33,14 @@ class CADSConfig(TrainingArguments):
         selection_level (`str`, defaults to `"source"`):
             `"source"` learns one ratio per named source (CADS-S, truncated Gaussian policy, eq. 11); `"example"`
             learns one inclusion probability per example (CADS-E, Bernoulli policy, eq. 3).
-        reward (`str`, defaults to `"validation"`):
+        reward (`str`, defaults to `"horizon"`):
             How each sampled selection is scored. `"penalty"` is the paper's estimator, exactly eq. 7-9 (the model
-            trains on validation + penalty; needs the surrogate). `"validation"` scores a selection by the drop in
-            validation loss that a step on it would bring (first order, <g_val, g_u> per unit) while the model trains
-            on the sampled selections; no surrogate needed. With the paper's estimator L_val cancels under the
-            self-critical baseline, so only the penalty moves s (see README, "Which reward").
+            trains on validation + penalty; needs the surrogate; L_val cancels under the self-critical baseline, so
+            only the penalty moves s). `"validation"` scores a selection by the drop in validation loss that a step
+            on it would bring (first order, <g_val, g_u> per unit) while the model trains on the sampled selections.
+            `"horizon"` (the best in the benchmarks) scores the same way but trains the model on the current
+            selection itself, each source measured on its selected and its left-out examples, so that repetition
+            and memorization at this budget show in the score. Neither needs a surrogate. See README, "Which reward".
         penalty_alpha (`float`, defaults to `1.0`):
             Weight alpha of the penalty `(L_trn - l(|m|))^2` in eq. 7.
         num_ratio_samples (`int`, defaults to `4`):
@@ -66,9 +68,10 @@ class CADSConfig(TrainingArguments):
             `"spline"` (cubic spline in log space, the paper's choice) or `"loglinear"`.
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
-        selection_averaging (`str`, defaults to `"last"`):
-            Which s the result reports: `"last"` (the final s, as in the paper) or `"mean"` (s averaged over all
-            outer steps, so the mixture reflects the whole search rather than its last few noisy updates).
+        selection_averaging (`str`, defaults to `"mean"`):
+            Which s the result reports: `"mean"` (s averaged over all outer steps, so the mixture reflects the whole
+            search rather than its last few noisy updates; better in the benchmarks) or `"last"` (the final s, as in
+            the paper).
         nonfinite_loss (`str`, defaults to `"skip"`):
             What a NaN or infinite loss does to the selection: `"skip"` drops that step's update (counted in the
             logs as `selection/skipped_steps`), `"stop"` raises.
@@ -87,8 +90,8 @@ class CADSConfig(TrainingArguments):
         metadata={"help": "'source' learns a ratio per source (CADS-S); 'example' a score per example (CADS-E)."},
     )
     reward: str = field(
-        default="validation",
-        metadata={"help": "How sampled selections are scored: 'validation' (default) or 'penalty' (paper eq. 7-9)."},
+        default="horizon",
+        metadata={"help": "How sampled selections are scored: 'horizon' (default), 'validation' or 'penalty' (paper eq. 7-9)."},
     )
     penalty_alpha: float = field(default=1.0, metadata={"help": "Weight alpha of the penalty term in eq. 7."})
     num_ratio_samples: int = field(
@@ -117,7 +120,7 @@ class CADSConfig(TrainingArguments):
         default=None, metadata={"help": "Validation examples per step for L_val; default per_device_eval_batch_size."}
     )
     selection_averaging: str = field(
-        default="last", metadata={"help": "Result s: 'last' (final s, the paper) or 'mean' (average over outer steps)."}
+        default="mean", metadata={"help": "Result s: 'mean' (average over outer steps) or 'last' (final s, the paper)."}
     )
     nonfinite_loss: str = field(
         default="skip", metadata={"help": "On a NaN/inf loss: 'skip' the selection update (counted) or 'stop'."}

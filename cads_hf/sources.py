@@ -203,8 +203,8 @@ class SelectionAwareSampler(StratifiedSourceSampler):
     it leaves out (what raising the ratio would add). Sources with nothing on one side fill both halves from the
     other.
 
-    `ratios()` is read when each batch is drawn, so the search trains on the selection as it evolves. Draws are
-    seeded by (seed, epoch, batch), so a resumed run with the same ratios draws the same batches.
+    `ratios(batch_index)` gives the ratios for each batch (its index counted over epochs), so the search trains on
+    the selection as it evolves; draws are seeded by (seed, epoch, batch), so a resumed run draws the same batches.
     """
 
     def __init__(
@@ -222,7 +222,8 @@ class SelectionAwareSampler(StratifiedSourceSampler):
     def _batch(self, block: int, size: int) -> list[int]:
         n = len(self.source_sizes)
         rng = np.random.default_rng([self.seed, 7_368_787, self.epoch, block])
-        ratios = [float(r) for r in self.ratios()]
+        batches_per_epoch = -(-self.num_samples // self.batch_size)
+        ratios = [float(r) for r in self.ratios(self.epoch * batches_per_epoch + block)]
         shares = [size // n + (1 if (slot - block) % n < size % n else 0) for slot in range(n)]
         batch = []
         for j, share in enumerate(shares):

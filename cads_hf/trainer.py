@@ -138,6 +138,7 @@ class CADSTrainer(Trainer):
         self.reward: Reward | None = None
         self._selection_grad = torch.zeros_like(self.policy.s)
         self._s_sum = torch.zeros_like(self.policy.s)  # for selection_averaging="mean"
+        self._s_history = {0: self.policy.s.detach().clone()}  # s after t optimizer steps, for the last few t
         self._selection_metrics: dict[str, list[float]] = defaultdict(list)
         self._selection_counters = {"outer_steps": 0, "optimizer_steps": 0, "skipped_steps": 0, "micro_steps": 0}
         self._val_collator = None
@@ -155,7 +156,7 @@ class CADSTrainer(Trainer):
             return SelectionAwareSampler(
                 self.source_set.sizes,
                 self.args.per_device_train_batch_size,
-                ratios=lambda: self.policy.s.detach().tolist(),
+                ratios=self._sampling_ratios,
                 seed=self.args.seed,
             )
         return StratifiedSourceSampler(
@@ -425,9 +426,21 @@ class CADSTrainer(Trainer):
             self._selection_grad.zero_()
         if self.accelerator.sync_gradients:
             self._selection_counters["optimizer_steps"] += 1
-            if self._selection_counters["optimizer_steps"] % self.args.selection_update_interval == 0:
+            step = self._selection_counters["optimizer_steps"]
+            if step % self.args.selection_update_interval == 0:
                 self._update_selection()
+            self._s_history[step] = self.policy.s.detach().clone()
+            self._s_history.pop(step - 3, None)
         return loss
+
+    def _sampling_ratios(self, batch_index: int) -> list[float]:
+        """The ratios the search samples batch `batch_index` with: s as it was after the optimizer step that
+        precedes the batch's step (accelerate draws one batch ahead), fixed by the index rather than by when the
+        batch happens to be drawn, so that a resumed run draws the very batches an uninterrupted one does.
+        Batches a resume skips get the oldest s kept; they are discarded."""
+        step = max(batch_index - 1, 0) // self.args.gradient_accumulation_steps
+        kept = self._s_history.get(step, self._s_history[min(self._s_history)])
+        return kept.tolist()
 
     def _update_selection(self) -> None:
         grad = self._selection_grad / self.args.selection_update_interval
@@ -482,6 +495,7 @@ class CADSTrainer(Trainer):
             "counters": dict(self._selection_counters),
             "pending_grad": self._selection_grad.clone(),
             "s_sum": self._s_sum.clone(),
+            "s_history": {step: s.clone() for step, s in self._s_history.items()},
         }
 
     def load_selection_state_dict(self, state: dict) -> None:
@@ -490,6 +504,7 @@ class CADSTrainer(Trainer):
         self._selection_counters.update(state["counters"])
         self._selection_grad = state["pending_grad"].clone()
         self._s_sum = state["s_sum"].clone()
+        self._s_history = {int(step): s.clone() for step, s in state["s_history"].items()}
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)

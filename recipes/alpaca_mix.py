@@ -88,6 +88,9 @@ def parse_arguments(argv: list[str]) -> tuple[RecipeArguments, CADSConfig]:
         "--save_strategy": "no", "--report_to": "none", "--selection_eval_batch_size": "12",
         "--per_device_eval_batch_size": "32",
     }
+    if not torch.cuda.is_available():
+        # Without use_cpu, Trainer sets up no process group on CPU and each launched process would train alone.
+        defaults["--use_cpu"] = "True"
     given = {arg.split("=")[0] for arg in argv if arg.startswith("--")}
     argv = [*argv] + [item for flag, value in defaults.items() if flag not in given for item in (flag, value)]
     parser = HfArgumentParser((RecipeArguments, CADSConfig))

@@ -11,13 +11,18 @@ Features:
   - the paper's small CNN (appendix B.2) or any torchvision classifier (`--model resnet18`, appendix B.3);
   - one process or many, CPU or CUDA: `accelerate launch` picks the setup; only the main process prints and writes.
 
-Data: the real MNIST test set (10,000 images) from `$CADS_SHARED_DATA/vision/mnist/t10k-{images-idx3,labels-idx1}-ubyte.gz`
-(default `$CADS_SHARED_DATA` = `../shared/data` beside the repository) or `--mnist_dir`; where those files are absent,
+Data: the real MNIST test set (10,000 images) from
+`$CADS_SHARED_DATA/vision/mnist/t10k-{images-idx3,labels-idx1}-ubyte.gz` (default `$CADS_SHARED_DATA` =
+`../shared/data` beside the repository) or `--mnist_dir`; where those files are absent,
 offline synthetic seven-segment digits (`synthetic_digits`), so the recipe runs on a fresh machine. `--data` forces
 one or the other.
 
-The default (five sources of 300 images, a budget of 3 epochs of their union, 100 search steps) runs in a few minutes
-on two CPU cores.
+Defaults: five sources of 300 images, a budget of 3 epochs of their union (4,500 samples), a 100-step search, Adam at
+a constant learning rate of 1e-3, batch 64 (the rules of benchmarks/noisy_sources.py). With OMP_NUM_THREADS=1 that
+takes about 35 s on a two-core CPU machine. Set it there (`accelerate launch` sets it for several processes): while
+other work shares the cores, two OpenMP threads per process slow these small convolutions down many times. Without
+CUDA, `--use_cpu` defaults to True, which is what makes several launched CPU processes one data-parallel (gloo) run.
+`--source_size 1700` uses all 10,000 MNIST images.
 
     accelerate launch recipes/noisy_sources_vision.py
     accelerate launch recipes/noisy_sources_vision.py --source_size 1700 --budget_epochs 8 --max_steps 300 \\
@@ -39,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 
 import datasets
+import torch
 import transformers
 from transformers import HfArgumentParser
 
@@ -97,7 +103,9 @@ class RecipeArguments:
     cnn_channels: list[int] = field(
         default_factory=lambda: [32, 64], metadata={"help": "small_cnn: output channels of the 5x5 convolutions."}
     )
-    cnn_hidden_size: int = field(default=128, metadata={"help": "small_cnn: units of the hidden fully connected layer."})
+    cnn_hidden_size: int = field(
+        default=128, metadata={"help": "small_cnn: units of the hidden fully connected layer."}
+    )
     image_size: int = field(default=28, metadata={"help": "Side of the synthetic digits (MNIST is always 28)."})
     compare_baselines: bool = field(
         default=True, metadata={"help": "Also train best-source and full-dataset models at the same budget."}
@@ -110,7 +118,11 @@ def parse_arguments(argv: list[str]) -> tuple[RecipeArguments, CADSConfig]:
         "--learning_rate": "1e-3", "--lr_scheduler_type": "constant", "--weight_decay": "0.0",
         "--logging_steps": "25", "--save_strategy": "no", "--report_to": "none",
         "--selection_eval_batch_size": "64", "--per_device_eval_batch_size": "500", "--disable_tqdm": "True",
+        "--ddp_find_unused_parameters": "False",  # every parameter of these classifiers is used
     }
+    if not torch.cuda.is_available():
+        # Without it Trainer sets up no CPU process group, and each of N launched processes trains alone.
+        defaults["--use_cpu"] = "True"
     given = {arg.split("=")[0] for arg in argv if arg.startswith("--")}
     argv = [*argv] + [item for flag, value in defaults.items() if flag not in given for item in (flag, value)]
     recipe, config = HfArgumentParser((RecipeArguments, CADSConfig)).parse_args_into_dataclasses(args=argv)
@@ -236,7 +248,9 @@ def main(argv: list[str]) -> dict:
         "seed": config.seed,
         "compute_budget": budget.amount,
         "budget_epochs_of_union": budget.amount / union,
-        "sources": {name: {"size": len(ds), "label_noise": p} for (name, ds), p in zip(sources.items(), recipe.noise_levels)},
+        "sources": {
+            name: {"size": len(ds), "label_noise": p} for (name, ds), p in zip(sources.items(), recipe.noise_levels)
+        },
         "validation_size": len(validation),
         "test_size": len(test),
         "reward": config.reward,

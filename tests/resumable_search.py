@@ -42,7 +42,7 @@ class PauseAtStep(TrainerCallback):
             pause(args.output_dir)
 
 
-def build_trainer(output_dir: str, reward: str = "validation", max_steps: int = MAX_STEPS) -> CADSTrainer:
+def build_trainer(output_dir: str, reward: str = "horizon", max_steps: int = MAX_STEPS) -> CADSTrainer:
     sources, validation = toy_sources(sizes=(60, 60, 60), val_size=40)
     args = CADSConfig(
         output_dir=output_dir, compute_budget=600, per_device_train_batch_size=12, max_steps=max_steps,
@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("output_dir")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--reward", default="validation")
+    parser.add_argument("--reward", default="horizon")
     parser.add_argument("--pause_at_step", type=int)
     parser.add_argument("--pause_in_save", type=int)
     cli = parser.parse_args()

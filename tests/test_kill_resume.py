@@ -98,15 +98,7 @@ def test_killed_and_resumed_search_equals_the_uninterrupted_one(tmp_path):
     [
         "validation",
         "penalty",
-        pytest.param(
-            "horizon",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="SelectionAwareSampler reads s when a batch is drawn, and Trainer draws the first batches "
-                "after a resume earlier (skipping) than the uninterrupted run does (one-batch prefetch), so those "
-                "batches follow a later s",
-            ),
-        ),
+        "horizon",
     ],
 )
 def test_resume_in_process_is_exact_for_every_reward(tmp_path, reward):

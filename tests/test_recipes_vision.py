@@ -6,6 +6,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 from cads_hf import Mixture
 
@@ -65,14 +66,21 @@ def test_setup_makes_disjoint_noisy_sources_and_clean_splits(recipe, tmp_path, m
 
 @pytest.mark.parametrize("model", ["small_cnn", "resnet18"])
 def test_models_take_the_images(recipe, tmp_path, model):
-    import torch
-
     args, _ = recipe.parse_arguments(["--output_dir", str(tmp_path), "--model", model])
     net = recipe.make_model(args, torch.zeros(1, 28, 28))
     assert net(pixel_values=torch.zeros(2, 1, 28, 28))["logits"].shape == (2, 10)
 
 
-def test_main_runs_end_to_end_and_writes_report_and_mixture(recipe, tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions gain nothing from more threads, and on a busy machine extra OpenMP threads crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_main_runs_end_to_end_and_writes_report_and_mixture(recipe, tmp_path, capsys, one_thread):
     out = tmp_path / "run"
     report = recipe.main([
         "--output_dir", str(out), "--data", "synthetic", "--image_size", "16", "--source_size", "40",

@@ -111,3 +111,28 @@ def test_property_exact_budget_and_every_index_inside_its_selected_source(data, 
     for j, idx in enumerate(chosen):
         assert len(idx) == round(ratios[j] * sizes[j]) and len(set(idx)) == len(idx)
         assert all(0 <= i < sizes[j] for i in idx)
+
+
+def test_selection_aware_batches_split_each_source_into_selected_and_left_out_examples():
+    from cads_hf.sources import SelectionAwareSampler, selection_ranks
+
+    sizes, ratios = [40, 100, 60], [0.25, 1.0, 0.0]
+    asked = []
+
+    def ratios_for(batch_index):
+        asked.append(batch_index)
+        return ratios
+
+    sampler = SelectionAwareSampler(sizes, batch_size=12, ratios=ratios_for, num_samples=120, seed=4)
+    order = np.array(list(sampler))
+    ranks = selection_ranks(sizes, seed=4)
+    source = np.searchsorted(np.cumsum(sizes), order, side="right")
+    kept = np.round(np.array(ratios) * sizes)[source]
+    for batch_source, batch_seen in zip(source.reshape(-1, 12), (ranks[order] < kept).reshape(-1, 12)):
+        assert np.bincount(batch_source, minlength=3).tolist() == [4, 4, 4]
+        assert batch_seen[batch_source == 0].sum() == 2  # half selected, half left out
+        assert batch_seen[batch_source == 1].all() and not batch_seen[batch_source == 2].any()
+    assert asked == list(range(10))
+    sampler.set_epoch(1)
+    list(sampler)
+    assert asked[10:] == list(range(10, 20))  # batch indices run on across epochs

@@ -144,6 +144,6 @@ def test_mixture_artifact_from_a_search(tmp_path):
     trainer.train()
     mixture = trainer.mixture()
     assert mixture.source_sizes == {"noise_0": 300, "noise_50": 300, "noise_100": 300}
-    assert mixture.compute_budget == 3000 and mixture.reward == "validation"
+    assert mixture.compute_budget == 3000 and mixture.reward == "horizon"
     mixture.save_pretrained(str(tmp_path / "mix"))
     assert Mixture.from_pretrained(str(tmp_path / "mix")) == mixture
