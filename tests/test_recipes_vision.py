@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from cads_hf import Mixture
+from cads_hf import CADSConfig, Mixture
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_NAMES = {"noise_0", "noise_22.5", "noise_45", "noise_67.5", "noise_90"}
@@ -31,7 +31,7 @@ def test_defaults_parse_to_the_paper_sources(recipe, tmp_path):
     args, config = recipe.parse_arguments(["--output_dir", str(tmp_path)])
     assert args.noise_levels == [0.0, 0.225, 0.45, 0.675, 0.9]
     assert args.model == "small_cnn" and config.compute_budget is None  # filled in by main from --budget_epochs
-    assert config.lr_scheduler_type == "constant" and config.reward == "validation"
+    assert config.lr_scheduler_type == "constant" and config.reward == CADSConfig.reward
     args, config = recipe.parse_arguments(["--output_dir", str(tmp_path), "--model", "resnet18", "--max_steps", "7"])
     assert args.model == "resnet18" and config.max_steps == 7
 
