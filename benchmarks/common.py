@@ -204,12 +204,12 @@ def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output
     }
 
 
-def run_jobs(jobs, run, workers: int, cache: str) -> tuple[dict, dict, list]:
+def run_jobs(jobs, run, workers: int, cache: str, run_missing: bool = True) -> tuple[dict, dict, list]:
     """Run ("fixed", mixture key, None, seed) and ("cads", variant, budget, seed) jobs in parallel processes.
 
     One thread per run: on a small CPU, parallel single-threaded runs beat threaded ones. Each result is appended to
     the JSON-lines file `cache` as it completes and jobs already there are not run again, so an interrupted
-    benchmark resumes where it stopped. Returns the fixed results as {key: {seed: result}}, the CADS results as
+    benchmark resumes where it stopped (`run_missing=False` only reads it). Returns the fixed results as {key: {seed: result}}, the CADS results as
     {variant: {str(budget): {seed: result}}}, and the seeds whose jobs are all done."""
     done = {}
     if os.path.isfile(cache):
@@ -217,7 +217,7 @@ def run_jobs(jobs, run, workers: int, cache: str) -> tuple[dict, dict, list]:
             for line in f:
                 record = json.loads(line)
                 done[json.dumps(record["job"])] = record["result"]
-    todo = [job for job in jobs if json.dumps(list(job)) not in done]
+    todo = [job for job in jobs if json.dumps(list(job)) not in done] if run_missing else []
     with ProcessPoolExecutor(max_workers=workers) as pool, open(cache, "a") as out:
         futures = {pool.submit(run, job): job for job in todo}
         for future in as_completed(futures):

@@ -116,6 +116,7 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", default=None)
     parser.add_argument("--cache", default=None, help="JSON-lines file of finished runs (resumes from it).")
+    parser.add_argument("--report_only", action="store_true", help="Summarize the seeds already finished; run nothing.")
     options = parser.parse_args()
     if not all(shared_data(*parts) for parts in FILES.values()):
         print("instruct_mix: the Alpaca files are not in ../shared/data (or $CADS_SHARED_DATA); nothing to run.")
@@ -137,7 +138,8 @@ def main():
     jobs.sort(key=lambda job: job[3])  # seed by seed, so an interrupted run leaves whole seeds to report
     name = "instruct_mix" + ("_quick" if options.quick else "")
     default_cache = os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
-    fixed, cads, seeds = run_jobs(jobs, run, options.workers, cache=options.cache or default_cache)
+    fixed, cads, seeds = run_jobs(jobs, run, options.workers, cache=options.cache or default_cache,
+                                  run_missing=not options.report_only)
     if not seeds:
         print("no seed has finished all its runs yet")
         return

@@ -138,6 +138,7 @@ def main():
     parser.add_argument("--epochs", type=float, nargs="+", default=None, help="Budgets in epochs of the union.")
     parser.add_argument("--output", default=None)
     parser.add_argument("--cache", default=None, help="JSON-lines file of finished runs (resumes from it).")
+    parser.add_argument("--report_only", action="store_true", help="Summarize the seeds already finished; run nothing.")
     options = parser.parse_args()
     design = copy.deepcopy(DESIGNS[options.design])
     seeds = list(range(1 if options.quick else options.seeds))
@@ -166,7 +167,8 @@ def main():
     jobs.sort(key=lambda job: job[3])  # seed by seed, so an interrupted run leaves whole seeds to report
     name = f"noisy_sources_{options.design}" + ("_quick" if options.quick else "")
     default_cache = os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
-    fixed, cads, seeds = run_jobs(jobs, run, options.workers, cache=options.cache or default_cache)
+    fixed, cads, seeds = run_jobs(jobs, run, options.workers, cache=options.cache or default_cache,
+                                  run_missing=not options.report_only)
     if not seeds:
         print("no seed has finished all its runs yet")
         return
