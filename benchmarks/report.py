@@ -97,7 +97,7 @@ def speed_lines(results: dict) -> list[str]:
         "|---|---|---|",
     ]
     lines += [f"| {r['reward']} | {r['K']} | {r['ratio_to_plain']:.2f} |" for r in results["rows"]]
-    lines += ["", "Peak memory of a fresh process running each, over plain `Trainer`'s:", "",
+    lines += ["", "Peak memory of training (above the resident size before training), over plain `Trainer`'s:", "",
               "| configuration | peak MB | ratio |", "|---|---|---|",
               f"| plain | {results['peak_memory_mb']['plain']:.0f} | 1.00 |"]
     lines += [f"| {c} | {results['peak_memory_mb'][c]:.0f} | {ratio:.2f} |" for c, ratio in results["peak_memory_ratio"].items()]
