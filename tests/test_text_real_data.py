@@ -111,3 +111,41 @@ def test_overlong_real_examples_are_discarded_and_counted(gpt2):
     expected = sum(n > 256 for n in full["length"])
     assert 0 < discarded == expected and len(kept) == 999 - expected
     assert max(kept["length"]) <= 256
+
+
+@pytest.mark.slow
+def test_short_cads_search_over_alpaca_and_alpaca_gpt4_with_a_token_budget(gpt2, tmp_path):
+    """The two real sources, the real GPT-2 tokenizer, a token budget: a short search runs and learns both ratios."""
+    import torch
+
+    from cads_hf import CADSConfig, CADSTrainer
+    from cads_hf.text import InstructionCollator
+
+    need(ALPACA, ALPACA_GPT4)
+    sources = {}
+    for name, path in (("alpaca", ALPACA), ("alpaca_gpt4", ALPACA_GPT4)):
+        records = load_instruction_records(path).select(range(120))
+        sources[name], _ = tokenize_instruction_dataset(records, gpt2, max_length=96, name=name)
+    validation = sources["alpaca_gpt4"].select(range(16))
+    model = make_small_gpt2(len(gpt2), n_layer=1, n_embd=32, n_head=2)
+    add_chat_special_tokens(gpt2, model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        args = CADSConfig(
+            output_dir=str(tmp_path), compute_budget=20_000, budget_unit="tokens", per_device_train_batch_size=4,
+            max_steps=6, learning_rate=1e-3, selection_eval_batch_size=4, report_to="none", save_strategy="no",
+            disable_tqdm=True, use_cpu=True, logging_steps=3,
+        )
+        trainer = CADSTrainer(
+            model=model, args=args, sources=sources, eval_dataset=validation,
+            data_collator=InstructionCollator(gpt2.pad_token_id), processing_class=gpt2,
+        )
+        trainer.train()
+    finally:
+        torch.set_num_threads(threads)
+    mixture = trainer.mixture()
+    assert set(mixture.ratios) == {"alpaca", "alpaca_gpt4"} and mixture.budget_unit == "tokens"
+    assert all(0.0 <= r <= 1.0 for r in mixture.ratios.values()) and mixture.ratios != {"alpaca": 0.5, "alpaca_gpt4": 0.5}
+    logged = [entry for entry in trainer.state.log_history if "selection/ratio/alpaca" in entry]
+    assert logged and all(entry["selection/skipped_steps"] == 0 for entry in logged)
