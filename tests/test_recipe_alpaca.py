@@ -17,6 +17,7 @@ def _load_recipe():
 
     spec = importlib.util.spec_from_file_location("alpaca_mix", RECIPE)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the recipe's string annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 
