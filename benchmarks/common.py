@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, train_on_mixture
 from cads_hf.final_training import plain_training_args
+from cads_hf.vision import read_mnist_idx, synthetic_digits
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +28,15 @@ def shared_data(*parts: str) -> str | None:
     root = os.environ.get("CADS_SHARED_DATA") or os.path.join(REPO_ROOT, "..", "shared", "data")
     path = os.path.join(root, *parts)
     return path if os.path.exists(path) else None
+
+
+def mnist_test_images(seed: int = 0):
+    """The 10,000 MNIST test images and the data's name; synthetic seven-segment digits where the files are absent."""
+    images = shared_data("vision", "mnist", "t10k-images-idx3-ubyte.gz")
+    labels = shared_data("vision", "mnist", "t10k-labels-idx1-ubyte.gz")
+    if images and labels:
+        return read_mnist_idx(images, labels), "mnist-test"
+    return synthetic_digits(10_000, seed=seed), "synthetic-digits (../shared/data absent)"
 
 
 class BudgetCheckpoints(TrainerCallback):

@@ -51,13 +51,13 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import numpy as np
 import torch
 import transformers
-from common import RESULTS_DIR, Stopwatch, mean_std, shared_data, write_results
+from common import RESULTS_DIR, Stopwatch, mean_std, mnist_test_images, write_results
 
 from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, LossSurrogate
 from cads_hf.baselines import PBCS, BilevelCADS, random_subset
 from cads_hf.evaluation import classification_accuracy
 from cads_hf.final_training import train_on_examples
-from cads_hf.vision import ImageCollator, SmallCNN, SmallCNNConfig, read_mnist_idx, split_sources, synthetic_digits
+from cads_hf.vision import ImageCollator, SmallCNN, SmallCNNConfig, split_sources
 
 transformers.logging.set_verbosity_error()
 
@@ -69,15 +69,6 @@ METHODS = ("random", "pbcs", "bilevel", "cads_e")
 COLUMNS = (*METHODS, "random_at_cads_e_size")  # the last: a random subset of the size CADS-E chose
 COLLATOR = ImageCollator()
 WORK = "/tmp/cads_bench/mnist_subset"
-
-
-def mnist_test_images(seed: int = 0):
-    """The 10,000 MNIST test images and the data's name; synthetic seven-segment digits where the files are absent."""
-    images = shared_data("vision", "mnist", "t10k-images-idx3-ubyte.gz")
-    labels = shared_data("vision", "mnist", "t10k-labels-idx1-ubyte.gz")
-    if images and labels:
-        return read_mnist_idx(images, labels), "mnist-test"
-    return synthetic_digits(10_000, seed=seed), "synthetic-digits (../shared/data absent)"
 
 
 def splits(seed: int) -> dict:

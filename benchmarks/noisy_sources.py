@@ -28,7 +28,7 @@ import os
 
 import torch
 import transformers
-from common import RESULTS_DIR, Task, cads_run, fixed_mixture_run, plot, run_jobs, shared_data, summarize, write_results
+from common import RESULTS_DIR, Task, cads_run, fixed_mixture_run, mnist_test_images, plot, run_jobs, summarize, write_results
 
 from cads_hf.evaluation import classification_accuracy
 from cads_hf.vision import (
@@ -37,9 +37,7 @@ from cads_hf.vision import (
     SmallCNNConfig,
     make_noisy_sources,
     noise_source_name,
-    read_mnist_idx,
     split_sources,
-    synthetic_digits,
 )
 
 transformers.logging.set_verbosity_error()
@@ -70,16 +68,8 @@ VARIANTS = {
 COLLATOR = ImageCollator()
 
 
-def load_images(seed: int):
-    images = shared_data("vision", "mnist", "t10k-images-idx3-ubyte.gz")
-    labels = shared_data("vision", "mnist", "t10k-labels-idx1-ubyte.gz")
-    if images and labels:
-        return read_mnist_idx(images, labels), "mnist-test"
-    return synthetic_digits(10_000, seed=seed), "synthetic-digits (../shared/data absent)"
-
-
 def build(design: dict, seed: int):
-    data, name = load_images(seed)
+    data, name = mnist_test_images(seed)
     parts = split_sources(data, {"test": 1000, "validation": 500, "pool": sum(design["sizes"])}, seed=seed)
     sources = make_noisy_sources(parts["pool"], noise_levels=design["noise"], sizes=design["sizes"], seed=seed)
     return sources, parts["validation"], parts["test"], name
@@ -172,7 +162,7 @@ def main():
     if not seeds:
         print("no seed has finished all its runs yet")
         return
-    data_name = load_images(0)[1]
+    data_name = mnist_test_images(0)[1]
     grid_keys = [str([float(x) for x in r]) for r in design["grid"]] + [str(r) for r in singles]
     rows = summarize(
         fixed, cads, budgets, seeds, names, grid_keys, [str(r) for r in singles], union, lower_is_better=False

@@ -39,12 +39,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 import torch
 import transformers
-from common import RESULTS_DIR, Stopwatch, mean_std, shared_data, write_results
+from common import RESULTS_DIR, Stopwatch, mean_std, mnist_test_images, write_results
 
 from cads_hf import CADSConfig, ComputeBudget, LossSurrogate
 from cads_hf.final_training import SequenceDataset, train_on_examples
 from cads_hf.losses import dataset_loss
-from cads_hf.vision import ImageCollator, SmallCNN, SmallCNNConfig, read_mnist_idx, split_sources, synthetic_digits
+from cads_hf.vision import ImageCollator, SmallCNN, SmallCNNConfig, split_sources
 
 transformers.logging.set_verbosity_error()
 
@@ -54,15 +54,6 @@ KS = (4, 5, 6, 7, 8)
 KINDS = ("spline", "loglinear")
 COLLATOR = ImageCollator()
 WORK = "/tmp/cads_bench/surrogate_points"
-
-
-def mnist_test_images(seed: int = 0):
-    """The 10,000 MNIST test images and the data's name; synthetic seven-segment digits where the files are absent."""
-    images = shared_data("vision", "mnist", "t10k-images-idx3-ubyte.gz")
-    labels = shared_data("vision", "mnist", "t10k-labels-idx1-ubyte.gz")
-    if images and labels:
-        return read_mnist_idx(images, labels), "mnist-test"
-    return synthetic_digits(10_000, seed=seed), "synthetic-digits (../shared/data absent)"
 
 
 def quiet(function):
