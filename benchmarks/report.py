@@ -131,10 +131,10 @@ def section() -> str:
     paper = load("noisy_sources_paper")
     if paper:
         parts += ["### noisy_sources, the paper's split", "", *mixture_table(paper, 100, 1, "samples"), ""]
-    instruct = load("instruct_mix")
+    instruct = load("instruct_mix") or load("instruct_mix_quick")
     if instruct:
         parts += [
-            "### instruct_mix (`benchmarks/instruct_mix.py`)",
+            "### instruct_mix (`benchmarks/instruct_mix.py" + (" --quick`: one seed, two budgets" if instruct["quick"] else "`") + ")",
             "",
             f"{instruct['target']} (lower is better); {instruct['model']}; seeds {instruct['seeds']}.",
             "",
