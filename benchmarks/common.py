@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import json
 import os
 import statistics
@@ -37,6 +40,17 @@ def mnist_test_images(seed: int = 0):
     if images and labels:
         return read_mnist_idx(images, labels), "mnist-test"
     return synthetic_digits(10_000, seed=seed), "synthetic-digits (../shared/data absent)"
+
+
+def quiet(function):
+    """`function` with its stdout discarded (a Trainer with disable_tqdm prints its metrics after every run)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 class BudgetCheckpoints(TrainerCallback):

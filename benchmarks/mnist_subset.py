@@ -40,9 +40,7 @@ fraction. Test accuracy: mean and sample std over seeds 0, 1, 2. Every run is ap
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import io
 import json
 import math
 import os
@@ -51,7 +49,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import numpy as np
 import torch
 import transformers
-from common import RESULTS_DIR, Stopwatch, mean_std, mnist_test_images, write_results
+from common import RESULTS_DIR, Stopwatch, mean_std, mnist_test_images, quiet, write_results
 
 from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, LossSurrogate
 from cads_hf.baselines import PBCS, BilevelCADS, random_subset
@@ -104,17 +102,6 @@ def final_run(seed: int, budget: int, data: dict, example_ids, output_dir: str) 
         "subset_size": len(example_ids),
         "final_s": watch(),
     }
-
-
-def quiet(function):
-    """`function` with its stdout discarded (a Trainer with disable_tqdm prints its metrics after every run)."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with contextlib.redirect_stdout(io.StringIO()):
-            return function(*args, **kwargs)
-
-    return wrapper
 
 
 @quiet

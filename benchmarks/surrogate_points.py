@@ -29,9 +29,7 @@ pool, the initial weights and the subsets. Every run is appended to a JSON-lines
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import io
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -39,7 +37,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 import torch
 import transformers
-from common import RESULTS_DIR, Stopwatch, mean_std, mnist_test_images, write_results
+from common import RESULTS_DIR, Stopwatch, mean_std, mnist_test_images, quiet, write_results
 
 from cads_hf import CADSConfig, ComputeBudget, LossSurrogate
 from cads_hf.final_training import SequenceDataset, train_on_examples
@@ -54,17 +52,6 @@ KS = (4, 5, 6, 7, 8)
 KINDS = ("spline", "loglinear")
 COLLATOR = ImageCollator()
 WORK = "/tmp/cads_bench/surrogate_points"
-
-
-def quiet(function):
-    """`function` with its stdout discarded (a Trainer with disable_tqdm prints its metrics after every run)."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with contextlib.redirect_stdout(io.StringIO()):
-            return function(*args, **kwargs)
-
-    return wrapper
 
 
 def run_cached(jobs: list, run, workers: int, cache: str, report) -> dict:
