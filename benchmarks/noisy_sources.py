@@ -64,6 +64,10 @@ VARIANTS = {
     "validation_mean": {"reward": "validation", "selection_averaging": "mean"},
     "horizon": {"reward": "horizon"},
     "horizon_mean": {"reward": "horizon", "selection_averaging": "mean"},
+    # Variance control: 64 samples (they share the step's forward pass) and a smaller step on s.
+    "horizon_k64": {"reward": "horizon", "num_ratio_samples": 64, "selection_learning_rate": 1e-2},
+    "horizon_k64_last": {"reward": "horizon", "num_ratio_samples": 64, "selection_learning_rate": 1e-2,
+                         "selection_averaging": "last"},
 }
 COLLATOR = ImageCollator()
 

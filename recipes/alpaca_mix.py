@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
+from accelerate import PartialState
 from datasets import concatenate_datasets
-from transformers import AutoModelForCausalLM, HfArgumentParser
+from transformers import AutoModelForCausalLM
 
 from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, train_on_mixture
 from cads_hf.hub import require_hub
 from cads_hf.losses import dataset_loss
+from cads_hf.recipe_arguments import parse_with_defaults
 from cads_hf.text import (
     InstructionCollator,
     add_chat_special_tokens,
@@ -88,13 +90,7 @@ def parse_arguments(argv: list[str]) -> tuple[RecipeArguments, CADSConfig]:
         "--save_strategy": "no", "--report_to": "none", "--selection_eval_batch_size": "12",
         "--per_device_eval_batch_size": "32",
     }
-    if not torch.cuda.is_available():
-        # Without use_cpu, Trainer sets up no process group on CPU and each launched process would train alone.
-        defaults["--use_cpu"] = "True"
-    given = {arg.split("=")[0] for arg in argv if arg.startswith("--")}
-    argv = [*argv] + [item for flag, value in defaults.items() if flag not in given for item in (flag, value)]
-    parser = HfArgumentParser((RecipeArguments, CADSConfig))
-    recipe, config = parser.parse_args_into_dataclasses(args=argv)
+    recipe, config = parse_with_defaults((RecipeArguments, CADSConfig), argv, defaults)
     return recipe, config
 
 
@@ -227,3 +223,5 @@ def print_report(mixture, report: dict, budget: ComputeBudget) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(max(1, torch.get_num_threads()))
     main(sys.argv[1:])
+    # Under several processes, close the process group before exit: gloo can abort at interpreter teardown.
+    PartialState().destroy_process_group()

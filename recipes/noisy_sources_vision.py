@@ -44,12 +44,12 @@ import time
 from dataclasses import dataclass, field
 
 import datasets
-import torch
 import transformers
-from transformers import HfArgumentParser
+from accelerate import PartialState
 
 from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, train_on_mixture
 from cads_hf.evaluation import classification_accuracy
+from cads_hf.recipe_arguments import parse_with_defaults
 from cads_hf.vision import (
     PAPER_NOISE_LEVELS,
     ImageCollator,
@@ -120,12 +120,7 @@ def parse_arguments(argv: list[str]) -> tuple[RecipeArguments, CADSConfig]:
         "--selection_eval_batch_size": "64", "--per_device_eval_batch_size": "500", "--disable_tqdm": "True",
         "--ddp_find_unused_parameters": "False",  # every parameter of these classifiers is used
     }
-    if not torch.cuda.is_available():
-        # Without it Trainer sets up no CPU process group, and each of N launched processes trains alone.
-        defaults["--use_cpu"] = "True"
-    given = {arg.split("=")[0] for arg in argv if arg.startswith("--")}
-    argv = [*argv] + [item for flag, value in defaults.items() if flag not in given for item in (flag, value)]
-    recipe, config = HfArgumentParser((RecipeArguments, CADSConfig)).parse_args_into_dataclasses(args=argv)
+    recipe, config = parse_with_defaults((RecipeArguments, CADSConfig), argv, defaults)
     if recipe.data not in ("auto", "mnist", "synthetic"):
         raise ValueError(f"--data must be 'auto', 'mnist' or 'synthetic', got {recipe.data!r}.")
     if config.selection_level != "source":
@@ -294,3 +289,5 @@ if __name__ == "__main__":
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_warning()
     main(sys.argv[1:])
+    # Under several processes, close the process group before exit: gloo can abort at interpreter teardown.
+    PartialState().destroy_process_group()

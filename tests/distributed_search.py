@@ -29,3 +29,5 @@ state = {
     "log": trainer.state.log_history,
 }
 torch.save(state, os.path.join(output_dir, f"rank{trainer.accelerator.process_index}.pt"))
+# Close the process group before exit: gloo can abort at interpreter teardown otherwise.
+trainer.accelerator.end_training()

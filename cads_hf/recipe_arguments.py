@@ -1,0 +1,20 @@
+"""Command-line parsing shared by the recipes: their own defaults under the user's flags, and CPU runs that work
+under `accelerate launch`."""
+
+from __future__ import annotations
+
+import torch
+from transformers import HfArgumentParser
+
+
+def parse_with_defaults(dataclass_types: tuple, argv: list[str], defaults: dict[str, str]) -> tuple:
+    """Parse `argv` into `dataclass_types` with HfArgumentParser, adding each `defaults` flag the user did not give.
+
+    Without CUDA, `--use_cpu True` is a default as well: without it Trainer sets up no CPU process group, and each
+    of N launched processes would train alone."""
+    defaults = dict(defaults)
+    if not torch.cuda.is_available():
+        defaults.setdefault("--use_cpu", "True")
+    given = {arg.split("=")[0] for arg in argv if arg.startswith("--")}
+    argv = [*argv] + [item for flag, value in defaults.items() if flag not in given for item in (flag, value)]
+    return HfArgumentParser(dataclass_types).parse_args_into_dataclasses(args=argv)
