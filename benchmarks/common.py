@@ -24,6 +24,20 @@ from cads_hf.vision import read_mnist_idx, synthetic_digits
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# CADS-S variants the benchmarks compare: name -> CADSConfig overrides. Every selection setting is pinned here, so a
+# cached run keeps meaning what its name says when CADSConfig's defaults change.
+_FIRST = {"num_ratio_samples": 4, "selection_learning_rate": 5e-2}  # the settings of the first benchmark runs
+_LOW_VARIANCE = {"num_ratio_samples": 64, "selection_learning_rate": 1e-2}  # 64 samples share one forward pass
+VARIANTS = {
+    "penalty": {"reward": "penalty", "selection_averaging": "mean", **_FIRST},
+    "validation": {"reward": "validation", "selection_averaging": "last", **_FIRST},
+    "validation_mean": {"reward": "validation", "selection_averaging": "mean", **_FIRST},
+    "horizon": {"reward": "horizon", "selection_averaging": "last", **_FIRST},
+    "horizon_mean": {"reward": "horizon", "selection_averaging": "mean", **_FIRST},
+    "horizon_k64": {"reward": "horizon", "selection_averaging": "mean", **_LOW_VARIANCE},
+    "horizon_k64_last": {"reward": "horizon", "selection_averaging": "last", **_LOW_VARIANCE},
+    "horizon_k64_tail": {"reward": "horizon", "selection_averaging": "tail", **_LOW_VARIANCE},
+}
 
 
 def shared_data(*parts: str) -> str | None:

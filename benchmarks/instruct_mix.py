@@ -23,7 +23,18 @@ import os
 
 import torch
 import transformers
-from common import RESULTS_DIR, Task, cads_run, fixed_mixture_run, plot, run_jobs, shared_data, summarize, write_results
+from common import (
+    RESULTS_DIR,
+    VARIANTS,
+    Task,
+    cads_run,
+    fixed_mixture_run,
+    plot,
+    run_jobs,
+    shared_data,
+    summarize,
+    write_results,
+)
 
 from cads_hf.losses import dataset_loss
 from cads_hf.text import (
@@ -43,11 +54,6 @@ FILES = {
     "alpaca": ("instruct", "alpaca_davinci003", "alpaca_5000.json"),
 }
 GRID = [[1, 0], [0, 1], [1, 0.1], [1, 0.25], [1, 0.5], [1, 1], [0.5, 0.5]]
-VARIANTS = {
-    "penalty": {"reward": "penalty"},
-    "validation_mean": {"reward": "validation", "selection_averaging": "mean"},
-    "horizon_mean": {"reward": "horizon", "selection_averaging": "mean"},
-}
 BATCH = 16
 MAX_LENGTH = 256
 

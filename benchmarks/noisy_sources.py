@@ -28,7 +28,7 @@ import os
 
 import torch
 import transformers
-from common import RESULTS_DIR, Task, cads_run, fixed_mixture_run, mnist_test_images, plot, run_jobs, summarize, write_results
+from common import RESULTS_DIR, VARIANTS, Task, cads_run, fixed_mixture_run, mnist_test_images, plot, run_jobs, summarize, write_results
 
 from cads_hf.evaluation import classification_accuracy
 from cads_hf.vision import (
@@ -57,18 +57,6 @@ DESIGNS = {
     },
 }
 BATCH = 128
-# CADS-S variants: name -> CADSConfig overrides.
-VARIANTS = {
-    "penalty": {"reward": "penalty"},
-    "validation": {"reward": "validation"},
-    "validation_mean": {"reward": "validation", "selection_averaging": "mean"},
-    "horizon": {"reward": "horizon"},
-    "horizon_mean": {"reward": "horizon", "selection_averaging": "mean"},
-    # Variance control: 64 samples (they share the step's forward pass) and a smaller step on s.
-    "horizon_k64": {"reward": "horizon", "num_ratio_samples": 64, "selection_learning_rate": 1e-2},
-    "horizon_k64_last": {"reward": "horizon", "num_ratio_samples": 64, "selection_learning_rate": 1e-2,
-                         "selection_averaging": "last"},
-}
 COLLATOR = ImageCollator()
 
 

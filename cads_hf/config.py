@@ -11,7 +11,7 @@ BUDGET_UNITS = ("samples", "tokens")
 SELECTION_LEVELS = ("source", "example")
 SURROGATE_KINDS = ("spline", "loglinear")
 NONFINITE_POLICIES = ("skip", "stop")
-AVERAGING = ("last", "mean")
+AVERAGING = ("last", "mean", "tail")
 
 
 @dataclass
@@ -70,8 +70,9 @@ class CADSConfig(TrainingArguments):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
         selection_averaging (`str`, defaults to `"mean"`):
             Which s the result reports: `"mean"` (s averaged over all outer steps, so the mixture reflects the whole
-            search rather than its last few noisy updates; better in the benchmarks) or `"last"` (the final s, as in
-            the paper).
+            search rather than its last few noisy updates), `"tail"` (s averaged over the second half of the outer
+            steps: suffix averaging, which keeps the variance reduction but forgets the early transient, so a source
+            the late search drops ends near 0) or `"last"` (the final s, as in the paper).
         nonfinite_loss (`str`, defaults to `"skip"`):
             What a NaN or infinite loss does to the selection: `"skip"` drops that step's update (counted in the
             logs as `selection/skipped_steps`), `"stop"` raises.
@@ -120,7 +121,7 @@ class CADSConfig(TrainingArguments):
         default=None, metadata={"help": "Validation examples per step for L_val; default per_device_eval_batch_size."}
     )
     selection_averaging: str = field(
-        default="mean", metadata={"help": "Result s: 'mean' (average over outer steps) or 'last' (final s, the paper)."}
+        default="mean", metadata={"help": "Result s: 'mean' (average over outer steps), 'tail' (over their second half) or 'last' (final s, the paper)."}
     )
     nonfinite_loss: str = field(
         default="skip", metadata={"help": "On a NaN/inf loss: 'skip' the selection update (counted) or 'stop'."}

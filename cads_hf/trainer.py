@@ -137,7 +137,8 @@ class CADSTrainer(Trainer):
         self._reward_override = reward
         self.reward: Reward | None = None
         self._selection_grad = torch.zeros_like(self.policy.s)
-        self._s_sum = torch.zeros_like(self.policy.s)  # for selection_averaging="mean"
+        self._s_sum = torch.zeros_like(self.policy.s)  # s summed over the outer steps the averaging keeps
+        self._s_count = 0
         self._s_history = {0: self.policy.s.detach().clone()}  # s after t optimizer steps, for the last few t
         self._selection_metrics: dict[str, list[float]] = defaultdict(list)
         self._selection_counters = {"outer_steps": 0, "optimizer_steps": 0, "skipped_steps": 0, "micro_steps": 0}
@@ -455,10 +456,20 @@ class CADSTrainer(Trainer):
         self.selection_optimizer.step()
         self.selection_optimizer.zero_grad(set_to_none=True)
         self.policy.project_()
-        self._s_sum += self.policy.s.detach()
         self._selection_counters["outer_steps"] += 1
+        if self._averages_step(self._selection_counters["outer_steps"]):
+            self._s_sum += self.policy.s.detach()
+            self._s_count += 1
         if isinstance(self.policy, TruncatedGaussianPolicy):
             self.policy.anneal(self._selection_counters["outer_steps"])
+
+    def _averages_step(self, outer_step: int) -> bool:
+        """Whether s after `outer_step` counts towards the reported average: every step ("mean") or those of the
+        second half of the search ("tail")."""
+        if self.args.selection_averaging == "tail":
+            total = self.state.max_steps // self.args.selection_update_interval
+            return outer_step > total // 2
+        return True
 
     def _record_step(self, stats: StepStatistics, evaluation) -> None:
         metrics = self._selection_metrics
@@ -495,6 +506,7 @@ class CADSTrainer(Trainer):
             "counters": dict(self._selection_counters),
             "pending_grad": self._selection_grad.clone(),
             "s_sum": self._s_sum.clone(),
+            "s_count": self._s_count,
             "s_history": {step: s.clone() for step, s in self._s_history.items()},
         }
 
@@ -504,6 +516,7 @@ class CADSTrainer(Trainer):
         self._selection_counters.update(state["counters"])
         self._selection_grad = state["pending_grad"].clone()
         self._s_sum = state["s_sum"].clone()
+        self._s_count = state["s_count"]
         self._s_history = {int(step): s.clone() for step, s in state["s_history"].items()}
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
@@ -540,10 +553,10 @@ class CADSTrainer(Trainer):
         )
 
     def learned_s(self) -> torch.Tensor:
-        """The selection parameters the result reports: the final s, or its mean over outer steps."""
-        steps = self._selection_counters["outer_steps"]
-        if self.args.selection_averaging == "mean" and steps > 0:
-            return self._s_sum / steps
+        """The selection parameters the result reports: the final s, or its average over the outer steps that
+        `selection_averaging` keeps."""
+        if self.args.selection_averaging != "last" and self._s_count > 0:
+            return self._s_sum / self._s_count
         return self.policy.s.detach()
 
     def mixture(self, **metadata) -> Mixture:

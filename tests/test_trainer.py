@@ -147,3 +147,24 @@ def test_mixture_artifact_from_a_search(tmp_path):
     assert mixture.compute_budget == 3000 and mixture.reward == "horizon"
     mixture.save_pretrained(str(tmp_path / "mix"))
     assert Mixture.from_pretrained(str(tmp_path / "mix")) == mixture
+
+
+class _RecordS(transformers.TrainerCallback):
+    def __init__(self, trainer):
+        self.trainer, self.history = trainer, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.history.append(self.trainer.policy.s.detach().clone())
+
+
+@pytest.mark.parametrize("averaging, kept", [("mean", slice(0, 20)), ("tail", slice(10, 20)), ("last", slice(19, 20))])
+def test_learned_s_averages_the_outer_steps_the_averaging_keeps(tmp_path, averaging, kept):
+    sources, validation = toy_sources()
+    args = make_args(tmp_path, selection_averaging=averaging, selection_update_interval=2, max_steps=40)
+    trainer = CADSTrainer(model=ToyClassifier(), args=args, sources=sources, eval_dataset=validation)
+    recorder = _RecordS(trainer)
+    trainer.add_callback(recorder)
+    trainer.train()
+    after_outer_steps = torch.stack(recorder.history[1::2])  # s after each of the 20 selection updates
+    assert not torch.allclose(after_outer_steps[0], after_outer_steps[-1])
+    torch.testing.assert_close(trainer.learned_s(), after_outer_steps[kept].mean(0), rtol=0, atol=1e-6)
