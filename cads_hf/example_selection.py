@@ -7,19 +7,17 @@ fresh model must spend on it. On disk it is one readable `example_selection.json
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
+from .artifact import HubArtifact
 from .budget import ComputeBudget
 from .final_training import train_on_examples
-from .io import atomic_write_text, read_json
 from .policies import BernoulliPolicy
 
 SELECTION_NAME = "example_selection.json"
@@ -28,7 +26,7 @@ FORMAT_VERSION = 1
 
 
 @dataclass
-class ExampleSelection:
+class ExampleSelection(HubArtifact):
     """The examples to train on, by index into one dataset, for exactly `compute_budget`.
 
     Args:
@@ -61,6 +59,10 @@ class ExampleSelection:
     base_model: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    file_name: ClassVar[str] = SELECTION_NAME
+    required_fields: ClassVar[tuple[str, ...]] = ("example_ids", "dataset_size", "compute_budget")
+    description: ClassVar[str] = "example selection"
 
     def __post_init__(self):
         ComputeBudget(self.compute_budget, self.budget_unit)  # raises on a bad budget or unit
@@ -135,34 +137,29 @@ class ExampleSelection:
             **metadata,
         )
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def model_card(self) -> str:
+        """A README card: YAML metadata (budget, unit, method, dataset and subset sizes, base model, tags) and prose."""
+        from huggingface_hub import ModelCard, ModelCardData
 
-    # ---------------------------------------------------------------------------------------------- local files
-    def save_pretrained(self, save_directory: str) -> str:
-        """Write `example_selection.json` (atomically) into `save_directory`; returns its path."""
-        os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, SELECTION_NAME)
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True))
-        return path
-
-    @classmethod
-    def from_pretrained(
-        cls, path_or_repo_id: str, revision: str | None = None, token: str | None = None
-    ) -> ExampleSelection:
-        """Load from a folder, an `example_selection.json` path, or a Hub repository id."""
-        from .hub import resolve_file
-
-        path = resolve_file(path_or_repo_id, SELECTION_NAME, revision=revision, token=token)
-        data = read_json(path, what="example selection")
-        missing = [k for k in ("example_ids", "dataset_size", "compute_budget") if k not in data]
-        if missing:
-            raise ValueError(f"The example selection file {path} lacks required field(s) {missing}.")
-        known = set(cls.__dataclass_fields__)
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"The example selection file {path} is invalid: {err}") from err
+        data = ModelCardData(
+            tags=["cads", "data-selection", "coreset"],
+            base_model=self.base_model,
+            compute_budget=self.compute_budget,
+            budget_unit=self.budget_unit,
+            method=self.method,
+            dataset_size=self.dataset_size,
+            selected_examples=len(self),
+        )
+        content = (
+            f"---\n{data.to_yaml()}\n---\n\n"
+            f"# Learned example selection ({self.method or 'CADS'})\n\n"
+            f"{len(self)} of {self.dataset_size} examples chosen by [cads_hf](https://github.com/) for a compute budget "
+            f"of {self.compute_budget:g} {self.budget_unit}: train on them for exactly that budget. The ids index the "
+            f"dataset's rows in order; they are in `{SELECTION_NAME}`.\n\n"
+            "```python\nfrom cads_hf import ExampleSelection\n"
+            "selection = ExampleSelection.from_pretrained(\"<this repo>\")\n```\n"
+        )
+        return str(ModelCard(content))
 
 
 def train_on_selection(

@@ -6,22 +6,18 @@ the budget and each source's size and ratio.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from .io import atomic_write_text, read_json
+from .artifact import HubArtifact
 
 MIXTURE_NAME = "mixture.json"
-CARD_NAME = "README.md"
 FORMAT_VERSION = 1
 
 
 @dataclass
-class Mixture:
+class Mixture(HubArtifact):
     """Ratio r_j of each named source: train on the fraction r_j of source j for exactly `compute_budget`.
 
     Args:
@@ -49,6 +45,10 @@ class Mixture:
     metrics: dict[str, float] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
+    file_name: ClassVar[str] = MIXTURE_NAME
+    required_fields: ClassVar[tuple[str, ...]] = ("ratios", "compute_budget")
+    description: ClassVar[str] = "mixture"
+
     def __post_init__(self):
         if not self.ratios:
             raise ValueError("A Mixture needs at least one source ratio.")
@@ -64,30 +64,6 @@ class Mixture:
     def selected_sizes(self) -> dict[str, int]:
         """Examples the mixture keeps from each source."""
         return {name: int(round(self.ratios[name] * size)) for name, size in self.source_sizes.items()}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    # ---------------------------------------------------------------------------------------------- local files
-    def save_pretrained(self, save_directory: str) -> str:
-        """Write `mixture.json` (atomically) into `save_directory`; returns its path."""
-        os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, MIXTURE_NAME)
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True, default=_json_default))
-        return path
-
-    @classmethod
-    def from_pretrained(cls, path_or_repo_id: str, revision: str | None = None, token: str | None = None) -> Mixture:
-        """Load from a folder, a `mixture.json` path, or a Hub repository id."""
-        from .hub import resolve_file
-
-        path = resolve_file(path_or_repo_id, MIXTURE_NAME, revision=revision, token=token)
-        data = read_json(path, what="mixture")
-        known = {f for f in cls.__dataclass_fields__}
-        missing = [k for k in ("ratios", "compute_budget") if k not in data]
-        if missing:
-            raise ValueError(f"The mixture file {path} lacks required field(s) {missing}.")
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     # -------------------------------------------------------------------------------------------------- the Hub
     def model_card(self) -> str:
@@ -118,36 +94,3 @@ class Mixture:
             "```python\nfrom cads_hf import Mixture\nmixture = Mixture.from_pretrained(\"<this repo>\")\n```\n"
         )
         return str(ModelCard(content))
-
-    def save_for_hub(self, save_directory: str) -> None:
-        """The folder `push_to_hub` uploads: `mixture.json` and `README.md`."""
-        self.save_pretrained(save_directory)
-        atomic_write_text(os.path.join(save_directory, CARD_NAME), self.model_card())
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        private: bool | None = None,
-        token: str | None = None,
-        commit_message: str = "Upload CADS mixture",
-        revision: str | None = None,
-    ) -> str:
-        """Create `repo_id` if needed and upload `mixture.json` with its card; returns the commit URL."""
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_for_hub(folder)
-            info = api.upload_folder(
-                repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision
-            )
-        return str(getattr(info, "commit_url", info))
-
-
-def _json_default(value):
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"Cannot serialize {type(value).__name__} in a mixture.")

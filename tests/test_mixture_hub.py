@@ -1,4 +1,4 @@
-"""Publishing a mixture: everything short of the network."""
+"""Publishing a mixture or an example selection: everything short of the network."""
 
 import json
 import os
@@ -7,6 +7,7 @@ import pytest
 from huggingface_hub import HfApi, ModelCard
 
 from cads_hf import Mixture
+from cads_hf.example_selection import ExampleSelection
 
 
 def _mixture():
@@ -37,7 +38,31 @@ def test_hub_folder_holds_the_mixture_and_a_card_that_parses(tmp_path):
     assert "| alpaca | 4500 | 0.2100 | 945 |" in card.text
 
 
-def test_push_to_hub_uploads_that_folder(monkeypatch):
+def _selection():
+    return ExampleSelection(
+        example_ids=[0, 3, 4], dataset_size=6, compute_budget=900, scores=[0.9, 0.1, 0.2, 0.8, 0.7, 0.3],
+        strategy="top_k", method="cads-e", base_model="small-cnn",
+    )
+
+
+def test_hub_folder_holds_the_example_selection_and_a_card_that_parses(tmp_path):
+    selection = _selection()
+    selection.save_for_hub(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["README.md", "example_selection.json"]
+    assert ExampleSelection.from_pretrained(str(tmp_path)) == selection
+    data = ModelCard.load(str(tmp_path / "README.md")).data.to_dict()
+    assert data["compute_budget"] == 900 and data["method"] == "cads-e"
+    assert data["dataset_size"] == 6 and data["selected_examples"] == 3 and "coreset" in data["tags"]
+
+
+@pytest.mark.parametrize(
+    "artifact, file_name, check",
+    [
+        (_mixture, "mixture.json", lambda d: d["ratios"] == {"alpaca_gpt4": 0.93, "alpaca": 0.21}),
+        (_selection, "example_selection.json", lambda d: d["example_ids"] == [0, 3, 4]),
+    ],
+)
+def test_push_to_hub_uploads_that_folder(monkeypatch, artifact, file_name, check):
     calls = {}
 
     def create_repo(self, repo_id, private=None, exist_ok=False, **kwargs):
@@ -53,12 +78,12 @@ def test_push_to_hub_uploads_that_folder(monkeypatch):
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    url = _mixture().push_to_hub("someone/mix", private=True)
+    url = artifact().push_to_hub("someone/mix", private=True)
     assert calls["create"] == ("someone/mix", True, True)
     assert calls["upload"]["repo_id"] == "someone/mix" and url.endswith("/commit/1")
     uploaded = calls["upload"]["files"]
-    assert set(uploaded) == {"mixture.json", "README.md"}
-    assert json.loads(uploaded["mixture.json"])["ratios"] == {"alpaca_gpt4": 0.93, "alpaca": 0.21}
+    assert set(uploaded) == {file_name, "README.md"}
+    assert check(json.loads(uploaded[file_name]))
 
 
 def test_from_pretrained_of_a_hub_id_offline_fails_fast_with_advice():
