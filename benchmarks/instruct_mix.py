@@ -157,6 +157,7 @@ def main():
     results = {
         "sources": {name: len(split["train"]) for name, split in splits.items()},
         "target": "alpaca_gpt4 test perplexity", "seeds": seeds, "quick": options.quick,
+        "variants": {variant: VARIANTS[variant] for variant in options.variants},
         "model": "GPT-2 from config: 2 layers, 128 wide, 4 heads; BPE tokenizer of 4096 trained on the sources",
         "search_fraction": options.search_fraction, "rows": rows, "runs": f"{name}.runs.jsonl",
     }

@@ -85,6 +85,9 @@ def make_args(output_dir: str, seed: int, budget: int, **extra) -> CADSConfig:
         "lr_scheduler_type": "constant", "weight_decay": 0.0, "report_to": "none", "save_strategy": "no",
         "logging_strategy": "no", "disable_tqdm": True, "use_cpu": True, "seed": seed, "per_device_eval_batch_size": 500,
         "log_level": "error", "compute_budget": budget,
+        # The selection settings these runs were made with (CADSConfig's defaults of the time), pinned so that the
+        # cached runs keep their meaning.
+        "selection_learning_rate": 5e-2, "selection_averaging": "mean",
     }
     return CADSConfig(**{**values, **extra})
 

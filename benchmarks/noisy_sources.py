@@ -163,6 +163,7 @@ def main():
         "design": options.design, "data": data_name, "sources": dict(zip(names, design["sizes"])),
         "noise": dict(zip(names, design["noise"])), "seeds": seeds, "quick": options.quick,
         "search_fraction": options.search_fraction, "rows": rows,
+        "variants": {variant: VARIANTS[variant] for variant in options.rewards},
         "runs": f"{name}.runs.jsonl",
     }
     path = write_results(name, results, options.output)
