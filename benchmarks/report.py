@@ -110,6 +110,116 @@ def speed_lines(results: dict) -> list[str]:
               "| configuration | peak MB | ratio |", "|---|---|---|",
               f"| plain | {results['peak_memory_mb']['plain']:.0f} | 1.00 |"]
     lines += [f"| {c} | {results['peak_memory_mb'][c]:.0f} | {ratio:.2f} |" for c, ratio in results["peak_memory_ratio"].items()]
+    if "end_to_end" in results:
+        e2e = results["end_to_end"]
+        lines += ["", f"End to end, for a budget of {e2e['budget_steps']} batches: CADS-S with the defaults (a search as "
+                  "long as the budget, then a fresh model on the learned mixture) took "
+                  f"{e2e['ratio_to_plain']:.2f}x one plain `Trainer` run (median of "
+                  + ", ".join(f"{r:.2f}" for r in e2e["per_round"]) + ")."]
+    if "cads_e_against_bilevel" in results:
+        bilevel = results["cads_e_against_bilevel"]
+        lines += ["", f"CADS-E (paper's penalty reward: surrogate at 4 sizes + search) against Bilevel-CADS "
+                  f"(M = {bilevel['outer_steps']} outer steps of K = {bilevel['k']} inner runs; one outer step measured, "
+                  "times M, since every outer step costs the same K x C):", "",
+                  "| budget (samples) | CADS-E s | Bilevel outer step s | Bilevel-CADS s | speedup |", "|---|---|---|---|---|"]
+        lines += [f"| {r['budget_samples']} | {r['cads_e_s']:.1f} | {r['bilevel_outer_step_s']:.1f} | {r['bilevel_s']:.0f} | "
+                  f"{r['speedup']:.1f}x |" for r in bilevel["rows"]]
+    return lines
+
+
+def latest(name: str) -> tuple[str, dict | None]:
+    """The full run's results where they exist, else the quick run's: (file stem, results)."""
+    return next(((stem, r) for stem in (name, f"{name}_quick") if (r := load(stem))), (name, None))
+
+
+def heading(name: str, results: dict, quick_note: str) -> str:
+    mode = f" --quick`: {quick_note}" if results["quick"] else "`"
+    return f"### {name} (`benchmarks/{name}.py{mode})"
+
+
+def figure(stem: str, caption: str) -> list[str]:
+    return [f"![{caption}](benchmarks/results/{stem}.png)", ""] if os.path.isfile(
+        os.path.join(RESULTS_DIR, f"{stem}.png")) else []
+
+
+def spectral_lines(results: dict) -> list[str]:
+    table = results["table"]
+    picks = sorted({round(i * (len(table) - 1) / 5) for i in range(6)}) if len(table) > 6 else range(len(table))
+    lines = [
+        (f"Validation MSE on the full function (noise-free, {results['validation_points']} points) of an MLP trained "
+         f"on low- or high-frequency data ({results['samples_per_group']} samples per group, "
+         f"sigma {results['sigma']}), "
+         f"mean ± std over seeds {results['seeds']}; compute = samples processed (batch {results['batch']}); "
+         "high − low is paired within a seed (both groups start from the same weights)."),
+        "",
+        "| compute (samples) | low frequency | high frequency | high − low |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {table[i]['compute']} | {cell(table[i]['low'], 1, 4)} | {cell(table[i]['high'], 1, 4)} | "
+              f"{cell(table[i]['high_minus_low'], 1, 4)} |" for i in picks]
+    cross, lead, seeds = results["crossing_compute"], results["low_leads_compute_range"], len(results["seeds"])
+    lines += ["", (
+        "The high-frequency curve drops below the low-frequency one for good at "
+        + (f"{cell(cross, 1, 0)} samples over {cross['n']} seeds" if cross else "no point")
+        + f" ({results['seeds_without_crossing']} of {seeds} without a crossing); the low-frequency model leads at "
+        f"{results['low_leads_updates']} of {results['steps']} updates on the mean curves"
+        + (f" (between {lead[0]} and {lead[1]} samples)." if lead else
+           ", so the early low-frequency advantage of the paper's Fig. 1 does not appear here.")
+    )]
+    return lines
+
+
+def surrogate_table(results: dict) -> list[str]:
+    paper = results["paper_table_8"]
+    lines = [
+        (f"Held-out MSE (x 10⁻³) of `LossSurrogate` fitted on K of {len(results['sizes'])} measured subset sizes "
+         f"({results['spacing']} spacing, {results['data']}, pool {results['pool']}, budget {results['budget']} "
+         f"sample usages, seeds {results['seeds']}): K sizes spread evenly (mean ± std over seeds) and "
+         f"{results['random_choices']} random choices per seed (median, q25–q75); the paper's Table 8 is CIFAR-10 / "
+         "ResNet-18, so only its trend in K compares."),
+        "",
+        "| kind | K | held-out sizes | even | random median | random q25–q75 | paper Table 8 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in results["table"]:
+        rand, k = row["random"]["mse"], str(row["K"])
+        lines.append(
+            f"| {row['kind']} | {k} | {row['held_out_sizes_even']} | {cell(row['even']['mse'], 1e3, 2)} | "
+            f"{rand['median'] * 1e3:.2f} | {rand['q25'] * 1e3:.2f}–{rand['q75'] * 1e3:.2f} | "
+            + (f"{paper[k] * 1e3:.2f} |" if k in paper else "– |")
+        )
+    return lines
+
+
+def subset_table(results: dict) -> list[str]:
+    labels = {"random": "Random", "pbcs": "PBCS", "cads_e": "CADS-E", "bilevel": "Bilevel-CADS"}
+    config = results["config"]
+    lines = [
+        (f"Test accuracy (%) on {results['data']} ({results['pool']}-image pool, {results['validation']} validation, "
+         f"{results['test']} test), mean ± std over seeds {results['seeds']}; rows are initial fraction @ budget C. "
+         f"Bilevel-CADS and PBCS ran {config['outer_steps']} outer steps with K = {config['k']} (a few steps of the "
+         f"exact method, not converged); CADS-E K = {config['cads_e_k']}, {config['cads_e_reward']} reward. Wall "
+         "times are per run (search + final training; CADS-E's without the surrogate it shares across fractions)."),
+        "",
+        "| fraction@C | " + " | ".join(labels.values()) + " | Random at CADS-E's size | CADS-E size | wall s ("
+        + " / ".join(labels.values()) + ") | Bilevel-CADS / CADS-E wall-time ratio |",
+        "|" + "---|" * (len(labels) + 5),
+    ]
+    for key, row in results["rows"].items():
+        walls = " / ".join(f"{row[m]['wall_s']:.0f}" if m in row else "–" for m in labels)
+        both = "bilevel" in row and "cads_e" in row
+        ratio = f"{row['bilevel']['wall_s'] / row['cads_e']['wall_s']:.2f}" if both else "–"
+        size = row.get("cads_e", {}).get("subset_size")
+        same_size = row.get("random_at_cads_e_size", {}).get("test")
+        lines.append(f"| {key} | " + " | ".join(cell(row.get(m, {}).get("test"), 100, 2) for m in labels)
+                     + f" | {cell(same_size, 100, 2)} | {cell(size, 1, 0)} | {walls} | {ratio} |")
+    paper = results["paper"]
+    table_1 = next(k for k in paper if k.startswith("table_1"))
+    lines += ["", "The paper's numbers for comparison (test accuracy %, " + " / ".join(labels.values()) + "):", ""]
+    lines += [f"- Table 1, C = {table_1.rsplit('_', 1)[1]}, initial fractions 0.2 / 0.4 / 0.6 / 0.8: "
+              + "; ".join(f"{labels[m]} " + " / ".join(f"{v:.2f}" for v in paper[table_1][m]) for m in labels)]
+    lines += ["- Table 9, initial fraction 0.2, C = " + " / ".join(str(b) for b in paper["table_9_budgets"]) + ": "
+              + "; ".join(f"{labels[m]} " + " / ".join(f"{v:.2f}" for v in paper["table_9"][m]) for m in labels)]
     return lines
 
 
@@ -159,6 +269,18 @@ def section() -> str:
             *ratio_table(instruct),
             "",
         ]
+    stem, spectral = latest("spectral_bias")
+    if spectral:
+        parts += [heading("spectral_bias", spectral, "fewer samples per group"), "", *spectral_lines(spectral), "",
+                  *figure(stem, "validation MSE against compute, low- and high-frequency data")]
+    stem, points = latest("surrogate_points")
+    if points:
+        parts += [heading("surrogate_points", points, "one seed, smaller pool and budget"), "",
+                  *surrogate_table(points), "", *figure(stem, "surrogate held-out MSE against K")]
+    stem, subset = latest("mnist_subset")
+    if subset:
+        parts += [heading("mnist_subset", subset, "one seed, two fractions, one budget"), "", *subset_table(subset), "",
+                  *figure(stem, "subset size during the search and test accuracy")]
     speed = load("speed")
     if speed:
         parts += ["### speed (`benchmarks/speed.py`)", "", *speed_lines(speed), ""]

@@ -5,6 +5,13 @@ three sources, batch 12 x 128 tokens, validation batch 6. Configurations run int
 reward x K) so that background load hits them alike; each run times `--steps` optimizer steps with a callback and
 keeps the median after `--warmup`; the reported ratio is the median over rounds of (configuration median / plain
 median of the same round). K must be >= 2 (the self-critical baseline needs two samples).
+(b) End to end. One budget of `--e2e_steps` batches: a plain Trainer run on all sources, against CADS-S with the
+defaults (a search of as many steps as the budget, then a fresh model trained on the learned mixture for exactly
+the budget); the median over rounds of (CADS-S total / plain run).
+(c) CADS-E against Bilevel-CADS as the budget grows (paper Fig. 11), on the pooled sources: CADS-E with the paper's
+penalty reward (surrogate collection at 4 subset sizes, each a run of the budget, then a search of budget / batch
+steps) against Bilevel-CADS with the paper's M = 100 outer steps of K = 5 inner runs. Bilevel's time is one outer
+step measured, times M: its outer steps all cost the same K x C (stated in the JSON as `bilevel_extrapolated`).
 (d) Peak memory. Each configuration runs once more in a fresh process; its peak resident set size while training,
 above the resident size just before training (CPU), or its peak CUDA allocation, is compared with a plain
 Trainer's measured the same way.
@@ -29,7 +36,9 @@ from common import write_results
 from datasets import Dataset, concatenate_datasets
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
-from cads_hf import CADSConfig, CADSTrainer, LossSurrogate
+from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, LossSurrogate, train_on_mixture
+from cads_hf.baselines import BilevelCADS
+from cads_hf.final_training import plain_training_args
 
 transformers.logging.set_verbosity_error()
 BATCH, VAL_BATCH, LENGTH, VOCAB = 12, 6, 128, 512
@@ -60,15 +69,19 @@ def make_model():
     return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=128, n_layer=4, n_head=4))
 
 
+def common_args(steps: int, **extra) -> dict:
+    return dict(
+        output_dir="/tmp/cads_speed", per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=1e-4,
+        report_to="none", save_strategy="no", disable_tqdm=True, logging_strategy="no", log_level="error",
+        use_cpu=not torch.cuda.is_available(), **extra,
+    )
+
+
 def run(config: str, steps: int, on_start=None) -> list[float]:
     """Train `steps` steps of `config` ("plain" or "<reward>:<K>"); returns the time of every step. `on_start` is
     called once everything is built, just before training."""
     sources, validation = token_sources()
-    common = dict(
-        output_dir="/tmp/cads_speed", per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=1e-4,
-        report_to="none", save_strategy="no", disable_tqdm=True, logging_strategy="no", log_level="error",
-        use_cpu=not torch.cuda.is_available(),
-    )
+    common = common_args(steps)
     timer = StepTimer()
     if config == "plain":
         union = concatenate_datasets(list(sources.values()))
@@ -85,6 +98,42 @@ def run(config: str, steps: int, on_start=None) -> list[float]:
         on_start()
     trainer.train()
     return timer.times
+
+
+def end_to_end(steps: int) -> float:
+    """(CADS-S search + final run on the learned mixture) / one plain run, all for a budget of `steps` batches."""
+    sources, validation = token_sources()
+    budget = steps * BATCH
+    start = time.perf_counter()
+    plain = Trainer(model=make_model(), args=TrainingArguments(**common_args(steps)),
+                    train_dataset=concatenate_datasets(list(sources.values())))
+    plain.train()
+    plain_s = time.perf_counter() - start
+    start = time.perf_counter()
+    args = CADSConfig(**common_args(steps), compute_budget=budget, selection_eval_batch_size=VAL_BATCH)
+    search = CADSTrainer(model=make_model(), args=args, sources=sources, eval_dataset=validation)
+    search.train()
+    train_on_mixture(make_model(), sources, search.mixture().ratios, ComputeBudget(budget), plain_training_args(args))
+    return (time.perf_counter() - start) / plain_s
+
+
+def cads_e_against_bilevel(steps: int, outer_steps: int = 100, k: int = 5) -> dict:
+    """Wall time of CADS-E (surrogate + search) and of Bilevel-CADS (one outer step measured, times `outer_steps`)."""
+    sources, validation = token_sources()
+    pool = concatenate_datasets(list(sources.values()))
+    budget = steps * BATCH
+    start = time.perf_counter()
+    args = CADSConfig(**common_args(steps), compute_budget=budget, selection_level="example", reward="penalty",
+                      surrogate_fractions=[0.1, 0.3, 0.6, 1.0], selection_eval_batch_size=VAL_BATCH)
+    CADSTrainer(model=make_model(), args=args, sources=pool, eval_dataset=validation).train()
+    cads_e_s = time.perf_counter() - start
+    start = time.perf_counter()
+    bilevel_args = CADSConfig(**common_args(steps, per_device_eval_batch_size=32), compute_budget=budget,
+                              selection_level="example", num_ratio_samples=k)
+    BilevelCADS(make_model, pool, validation, bilevel_args).step()
+    outer_step_s = time.perf_counter() - start
+    return {"budget_samples": budget, "cads_e_s": cads_e_s, "bilevel_outer_step_s": outer_step_s,
+            "bilevel_s": outer_step_s * outer_steps, "speedup": outer_step_s * outer_steps / cads_e_s}
 
 
 def _status_mb(field: str) -> float:
@@ -121,7 +170,7 @@ def main():
         print(json.dumps({"peak_mb": peak_memory_mb() - baseline[0]}))
         return
     rounds, steps, warmup = (2, 8, 3) if options.quick else (3, 14, 4)
-    ks = (2, 8) if options.quick else (2, 4, 8, 16)
+    ks = (2, 64) if options.quick else (2, 4, 16, 64)
     configs = [f"{reward}:{k}" for reward in ("validation", "horizon", "penalty") for k in ks]
     run("plain", 3)  # the first timing in a fresh process is unreliable: warm everything once
     ratios = {config: [] for config in configs}
@@ -136,8 +185,13 @@ def main():
         {"reward": c.split(":")[0], "K": int(c.split(":")[1]), "ratio_to_plain": statistics.median(r), "per_round": r}
         for c, r in ratios.items()
     ]
+    e2e_steps = 10 if options.quick else 40
+    e2e = [end_to_end(e2e_steps) for _ in range(1 if options.quick else 3)]
+    print("end to end", e2e, flush=True)
+    bilevel = [cads_e_against_bilevel(s) for s in ((5, 10) if options.quick else (10, 20, 40))]
+    print("bilevel", bilevel, flush=True)
     memory = {}
-    for config in ["plain"] + [f"{reward}:{ks[0]}" for reward in ("validation", "horizon", "penalty")]:
+    for config in ["plain"] + [f"{reward}:{ks[-1]}" for reward in ("validation", "horizon", "penalty")]:
         probe = subprocess.run([sys.executable, __file__, "--memory_probe", config], capture_output=True, text=True,
                                check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
         memory[config] = json.loads(probe.stdout.strip().splitlines()[-1])["peak_mb"]
@@ -145,6 +199,8 @@ def main():
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
         "batch": BATCH, "selection_eval_batch_size": VAL_BATCH, "sequence_length": LENGTH, "steps": steps,
         "warmup": warmup, "rounds": rounds, "plain_step_s": statistics.median(plain_medians), "rows": rows,
+        "end_to_end": {"budget_steps": e2e_steps, "per_round": e2e, "ratio_to_plain": statistics.median(e2e)},
+        "cads_e_against_bilevel": {"outer_steps": 100, "k": 5, "bilevel_extrapolated": True, "rows": bilevel},
         "peak_memory_mb": memory,
         "peak_memory_ratio": {c: m / memory["plain"] for c, m in memory.items() if c != "plain"},
         "quick": options.quick,
