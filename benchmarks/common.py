@@ -242,34 +242,43 @@ def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output
     }
 
 
-def run_jobs(jobs, run, workers: int, cache: str, run_missing: bool = True) -> tuple[dict, dict, list]:
-    """Run ("fixed", mixture key, None, seed) and ("cads", variant, budget, seed) jobs in parallel processes.
-
-    One thread per run: on a small CPU, parallel single-threaded runs beat threaded ones. Each result is appended to
-    the JSON-lines file `cache` as it completes and jobs already there are not run again, so an interrupted
-    benchmark resumes where it stopped (`run_missing=False` only reads it). Returns the fixed results as {key: {seed: result}}, the CADS results as
-    {variant: {str(budget): {seed: result}}}, and the seeds whose jobs are all done."""
+def run_cached(jobs: list, run, workers: int, cache: str, report=None, run_missing: bool = True) -> dict:
+    """{job: result} for the jobs finished, running the missing ones in parallel processes (`run_missing=False` only
+    reads). Each result is appended to the JSON-lines file `cache` as it completes and jobs found there are not run
+    again, so an interrupted benchmark resumes where it stopped. `report(job, result)` is called as each finishes."""
     done = {}
     if os.path.isfile(cache):
         with open(cache) as f:
             for line in f:
                 record = json.loads(line)
-                done[json.dumps(record["job"])] = record["result"]
-    todo = [job for job in jobs if json.dumps(list(job)) not in done] if run_missing else []
-    with ProcessPoolExecutor(max_workers=workers) as pool, open(cache, "a") as out:
-        futures = {pool.submit(run, job): job for job in todo}
-        for future in as_completed(futures):
-            job = futures[future]
-            done[json.dumps(list(job))] = future.result()
-            out.write(json.dumps({"job": list(job), "result": done[json.dumps(list(job))]}) + "\n")
-            out.flush()
-            print(f"done {job}", flush=True)
-    fixed, cads, complete = {}, {}, []
-    for seed in sorted({job[3] for job in jobs}):
-        if all(json.dumps(list(job)) in done for job in jobs if job[3] == seed):
-            complete.append(seed)
+                done[tuple(record["job"])] = record["result"]
+    todo = [job for job in jobs if tuple(job) not in done] if run_missing else []
+    if todo:
+        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
+        with ProcessPoolExecutor(max_workers=workers) as pool, open(cache, "a") as out:
+            futures = {pool.submit(run, job): job for job in todo}
+            for future in as_completed(futures):
+                job, result = futures[future], future.result()
+                done[tuple(job)] = result
+                out.write(json.dumps({"job": list(job), "result": result}) + "\n")
+                out.flush()
+                if report is not None:
+                    report(job, result)
+    return {tuple(job): done[tuple(job)] for job in jobs if tuple(job) in done}
+
+
+def run_jobs(jobs, run, workers: int, cache: str, run_missing: bool = True) -> tuple[dict, dict, list]:
+    """Run ("fixed", mixture key, None, seed) and ("cads", variant, budget, seed) jobs with `run_cached`.
+
+    One thread per run: on a small CPU, parallel single-threaded runs beat threaded ones. Returns the fixed results
+    as {key: {seed: result}}, the CADS results as {variant: {str(budget): {seed: result}}}, and the seeds whose jobs
+    are all done."""
+    done = run_cached(jobs, run, workers, cache, lambda job, _: print(f"done {job}", flush=True), run_missing)
+    complete = [seed for seed in sorted({job[3] for job in jobs})
+                if all(tuple(job) in done for job in jobs if job[3] == seed)]
+    fixed, cads = {}, {}
     for kind, key, budget, seed in jobs:
-        result = done.get(json.dumps([kind, key, budget, seed]))
+        result = done.get((kind, key, budget, seed))
         if result is None or seed not in complete:
             continue
         if kind == "fixed":

@@ -32,12 +32,11 @@ import argparse
 import functools
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import torch
 import transformers
-from common import RESULTS_DIR, Stopwatch, mean_std, mnist_test_images, quiet, write_results
+from common import RESULTS_DIR, Stopwatch, mean_std, mnist_test_images, quiet, run_cached, write_results
 
 from cads_hf import CADSConfig, ComputeBudget, LossSurrogate
 from cads_hf.final_training import SequenceDataset, train_on_examples
@@ -52,29 +51,6 @@ KS = (4, 5, 6, 7, 8)
 KINDS = ("spline", "loglinear")
 COLLATOR = ImageCollator()
 WORK = "/tmp/cads_bench/surrogate_points"
-
-
-def run_cached(jobs: list, run, workers: int, cache: str, report) -> dict:
-    """{job: result} for every job, in parallel processes; each result is appended to the JSON-lines `cache` as it
-    completes and jobs found there are not run again, so an interrupted benchmark resumes where it stopped."""
-    done = {}
-    if os.path.isfile(cache):
-        with open(cache) as f:
-            for line in f:
-                record = json.loads(line)
-                done[tuple(record["job"])] = record["result"]
-    todo = [job for job in jobs if tuple(job) not in done]
-    if todo:
-        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
-        with ProcessPoolExecutor(max_workers=workers) as pool, open(cache, "a") as out:
-            futures = {pool.submit(run, job): job for job in todo}
-            for future in as_completed(futures):
-                job, result = futures[future], future.result()
-                done[tuple(job)] = result
-                out.write(json.dumps({"job": list(job), "result": result}) + "\n")
-                out.flush()
-                report(job, result)
-    return {tuple(job): done[tuple(job)] for job in jobs}
 
 
 def subset_sizes(pool: int, count: int, spacing: str) -> list[int]:
