@@ -19,9 +19,10 @@ class CADSConfig(TrainingArguments):
     r"""
     Configuration for [`CADSTrainer`]: everything of [`~transformers.TrainingArguments`] plus the selection search.
 
-    The trainer searches, under the penalty objective of the CADS paper (eq. 7-9), for the data that a model trained
-    for exactly `compute_budget` should see: a ratio per source (CADS-S, `selection_level="source"`) or an inclusion
-    score per example (CADS-E, `selection_level="example"`). `max_steps` / `num_train_epochs` set the length of the
+    The trainer searches, under the configured `reward` (budget-aware by default; the CADS paper's penalty objective,
+    eq. 7-9, with `reward="penalty"`), for the data that a model trained for exactly `compute_budget` should see: a
+    ratio per source (CADS-S, `selection_level="source"`) or an inclusion score per example (CADS-E,
+    `selection_level="example"`). `max_steps` / `num_train_epochs` set the length of the
     *search*; the budget is the cost of the *final* training run on the selected data.
 
     Parameters:
