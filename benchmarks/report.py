@@ -250,6 +250,18 @@ def section() -> str:
             "![ratios against budget](benchmarks/results/noisy_sources_scarce.png)",
             "",
         ]
+    five = load("noisy_sources_scarce_5seeds")
+    if five:
+        parts += [
+            f"The default alone with seeds {five['seeds']} (the same fixed-mixture runs, more seeds; "
+            "`benchmarks/noisy_sources.py --rewards horizon_k64_tail --seeds 5 --output "
+            "benchmarks/results/noisy_sources_scarce_5seeds.json`):",
+            "",
+            *mixture_table(five, 100, 1, "samples"),
+            "",
+            *verdict_lines(five, "cads_" + DEFAULT, 100, "%", lower_is_better=False),
+            "",
+        ]
     paper = load("noisy_sources_paper")
     if paper:
         parts += [
