@@ -30,9 +30,7 @@ _FIRST = {"num_ratio_samples": 4, "selection_learning_rate": 5e-2}  # the settin
 _LOW_VARIANCE = {"num_ratio_samples": 64, "selection_learning_rate": 1e-2}  # 64 samples share one forward pass
 VARIANTS = {
     "penalty": {"reward": "penalty", "selection_averaging": "mean", **_FIRST},
-    "validation": {"reward": "validation", "selection_averaging": "last", **_FIRST},
     "validation_mean": {"reward": "validation", "selection_averaging": "mean", **_FIRST},
-    "horizon": {"reward": "horizon", "selection_averaging": "last", **_FIRST},
     "horizon_mean": {"reward": "horizon", "selection_averaging": "mean", **_FIRST},
     "horizon_k64": {"reward": "horizon", "selection_averaging": "mean", **_LOW_VARIANCE},
     "horizon_k64_last": {"reward": "horizon", "selection_averaging": "last", **_LOW_VARIANCE},

@@ -115,7 +115,7 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 5000, 10000, 20000])
-    parser.add_argument("--variants", nargs="+", default=["validation_mean", "horizon_mean", "penalty"],
+    parser.add_argument("--variants", nargs="+", default=["validation_mean", "horizon_mean", "horizon_k64_tail", "penalty"],
                         choices=sorted(VARIANTS))
     parser.add_argument("--penalty_max_budget", type=int, default=5000)
     parser.add_argument("--search_fraction", type=float, default=1.0)
