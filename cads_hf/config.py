@@ -137,6 +137,8 @@ class CADSConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.selection_learning_rate is None:
+            self.selection_learning_rate = 1e-2 if self.selection_level == "source" else 5e-2
         self._validate_selection_fields()
         if self.selection_eval_batch_size is None:
             self.selection_eval_batch_size = self.per_device_eval_batch_size
@@ -162,8 +164,6 @@ class CADSConfig(TrainingArguments):
         check(0 < self.sigma_init <= 1, "sigma_init", "in (0, 1]")
         check(0 < self.sigma_decay <= 1, "sigma_decay", "in (0, 1]")
         check(0 <= self.sigma_min <= self.sigma_init, "sigma_min", "in [0, sigma_init]")
-        if self.selection_learning_rate is None:
-            self.selection_learning_rate = 1e-2 if self.selection_level == "source" else 5e-2
         check(self.selection_learning_rate > 0, "selection_learning_rate", "> 0")
         check(self.selection_grad_clip >= 0, "selection_grad_clip", ">= 0")
         check(self.selection_update_interval >= 1, "selection_update_interval", ">= 1")
