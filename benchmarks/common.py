@@ -243,16 +243,28 @@ def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output
     }
 
 
-def run_cached(jobs: list, run, workers: int, cache: str, report=None, run_missing: bool = True) -> dict:
-    """{job: result} for the jobs finished, running the missing ones in parallel processes (`run_missing=False` only
-    reads). Each result is appended to the JSON-lines file `cache` as it completes and jobs found there are not run
-    again, so an interrupted benchmark resumes where it stopped. `report(job, result)` is called as each finishes."""
+def read_cache(cache: str) -> dict:
+    """{job (tuple): result} of the JSON-lines run cache `cache` (empty when the file does not exist)."""
     done = {}
     if os.path.isfile(cache):
         with open(cache) as f:
             for line in f:
                 record = json.loads(line)
                 done[tuple(record["job"])] = record["result"]
+    return done
+
+
+def append_to_cache(out, job, result) -> None:
+    """Append one finished run to an open JSON-lines run cache, flushed so an interrupted benchmark keeps it."""
+    out.write(json.dumps({"job": list(job), "result": result}) + "\n")
+    out.flush()
+
+
+def run_cached(jobs: list, run, workers: int, cache: str, report=None, run_missing: bool = True) -> dict:
+    """{job: result} for the jobs finished, running the missing ones in parallel processes (`run_missing=False` only
+    reads). Each result is appended to the JSON-lines file `cache` as it completes and jobs found there are not run
+    again, so an interrupted benchmark resumes where it stopped. `report(job, result)` is called as each finishes."""
+    done = read_cache(cache)
     todo = [job for job in jobs if tuple(job) not in done] if run_missing else []
     if todo:
         os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
@@ -261,19 +273,23 @@ def run_cached(jobs: list, run, workers: int, cache: str, report=None, run_missi
             for future in as_completed(futures):
                 job, result = futures[future], future.result()
                 done[tuple(job)] = result
-                out.write(json.dumps({"job": list(job), "result": result}) + "\n")
-                out.flush()
+                append_to_cache(out, job, result)
                 if report is not None:
                     report(job, result)
     return {tuple(job): done[tuple(job)] for job in jobs if tuple(job) in done}
 
 
-def run_jobs(jobs, run, workers: int, cache: str, run_missing: bool = True) -> tuple[dict, dict, list]:
-    """Run ("fixed", mixture key, None, seed) and ("cads", variant, budget, seed) jobs with `run_cached`.
+def run_jobs(
+    jobs, run, workers: int, name: str, cache: str | None = None, run_missing: bool = True
+) -> tuple[dict, dict, list]:
+    """Run ("fixed", mixture key, None, seed) and ("cads", variant, budget, seed) jobs with `run_cached`, seed by seed
+    (so an interrupted run leaves whole seeds to report), cached in `cache` (default results/<name>.runs.jsonl).
 
     One thread per run: on a small CPU, parallel single-threaded runs beat threaded ones. Returns the fixed results
     as {key: {seed: result}}, the CADS results as {variant: {str(budget): {seed: result}}}, and the seeds whose jobs
     are all done."""
+    jobs = sorted(jobs, key=lambda job: job[3])
+    cache = cache or os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
     done = run_cached(jobs, run, workers, cache, lambda job, _: print(f"done {job}", flush=True), run_missing)
     complete = [seed for seed in sorted({job[3] for job in jobs})
                 if all(tuple(job) in done for job in jobs if job[3] == seed)]

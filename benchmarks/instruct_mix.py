@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import os
 
 import torch
 import transformers
 from common import (
-    RESULTS_DIR,
     VARIANTS,
     Task,
     cads_run,
@@ -141,11 +139,8 @@ def main():
         for seed in seeds
     ]
     run = functools.partial(run_job, mixtures, budgets, options.search_fraction, "/tmp/cads_bench/instruct_mix")
-    jobs.sort(key=lambda job: job[3])  # seed by seed, so an interrupted run leaves whole seeds to report
     name = "instruct_mix" + ("_quick" if options.quick else "")
-    default_cache = os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
-    fixed, cads, seeds = run_jobs(jobs, run, options.workers, cache=options.cache or default_cache,
-                                  run_missing=not options.report_only)
+    fixed, cads, seeds = run_jobs(jobs, run, options.workers, name, options.cache, run_missing=not options.report_only)
     if not seeds:
         print("no seed has finished all its runs yet")
         return

@@ -49,7 +49,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import numpy as np
 import torch
 import transformers
-from common import RESULTS_DIR, Stopwatch, mean_std, mnist_test_images, quiet, write_results
+from common import RESULTS_DIR, Stopwatch, append_to_cache, mean_std, mnist_test_images, quiet, read_cache, write_results
 
 from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, LossSurrogate
 from cads_hf.baselines import PBCS, BilevelCADS, random_subset
@@ -197,12 +197,7 @@ def job_cost(job: tuple, options: dict) -> float:
 def run_all(jobs: list, options: dict, cache: str) -> dict:
     """Run every job in parallel processes, a CADS-E job once its budget's surrogate is known; every result is
     appended to the JSON-lines `cache` as it completes, and jobs found there are not run again."""
-    done = {}
-    if os.path.isfile(cache):
-        with open(cache) as f:
-            for line in f:
-                record = json.loads(line)
-                done[tuple(record["job"])] = record["result"]
+    done = read_cache(cache)
 
     def surrogate_of(job):
         if job[0] != "cads_e" or options["cads_e_reward"] != "penalty":
@@ -227,8 +222,7 @@ def run_all(jobs: list, options: dict, cache: str) -> dict:
             for future in finished:
                 job = running.pop(future)
                 done[job] = future.result()
-                out.write(json.dumps({"job": list(job), "result": done[job]}) + "\n")
-                out.flush()
+                append_to_cache(out, job, done[job])
                 result = done[job]
                 if job[0] == "surrogate":
                     print(f"seed {job[3]} surrogate C={job[2]}: l(n) at {result['surrogate']['sizes']} = "

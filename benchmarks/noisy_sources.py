@@ -24,11 +24,10 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import os
 
 import torch
 import transformers
-from common import RESULTS_DIR, VARIANTS, Task, cads_run, fixed_mixture_run, mnist_test_images, plot, run_jobs, summarize, write_results
+from common import VARIANTS, Task, cads_run, fixed_mixture_run, mnist_test_images, plot, run_jobs, summarize, write_results
 
 from cads_hf.evaluation import classification_accuracy
 from cads_hf.vision import (
@@ -149,11 +148,8 @@ def main():
     ]
     run = functools.partial(run_job, options.design, design, mixtures, budgets, options.search_fraction,
                             options.threads, work)
-    jobs.sort(key=lambda job: job[3])  # seed by seed, so an interrupted run leaves whole seeds to report
     name = f"noisy_sources_{options.design}" + ("_quick" if options.quick else "")
-    default_cache = os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
-    fixed, cads, seeds = run_jobs(jobs, run, options.workers, cache=options.cache or default_cache,
-                                  run_missing=not options.report_only)
+    fixed, cads, seeds = run_jobs(jobs, run, options.workers, name, options.cache, run_missing=not options.report_only)
     if not seeds:
         print("no seed has finished all its runs yet")
         return

@@ -280,7 +280,7 @@ def section() -> str:
             "",
             *figure("noisy_sources_paper", "ratios against budget, paper's split"),
         ]
-    instruct = load("instruct_mix") or load("instruct_mix_quick")
+    _, instruct = latest("instruct_mix")
     if instruct:
         parts += [
             "### instruct_mix (`benchmarks/instruct_mix.py" + (" --quick`: one seed, two budgets" if instruct["quick"] else "`") + ")",
