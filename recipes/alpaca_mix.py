@@ -23,6 +23,7 @@ With no arguments it runs offline on an embedded default: three generated source
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import os
@@ -223,5 +224,7 @@ def print_report(mixture, report: dict, budget: ComputeBudget) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(max(1, torch.get_num_threads()))
     main(sys.argv[1:])
-    # Under several processes, close the process group before exit: gloo can abort at interpreter teardown.
+    # Under several processes, close the process group before exit, once the trainers (whose DDP models keep it
+    # alive) are collected: destroyed at interpreter teardown instead, gloo can abort the process.
+    gc.collect()
     PartialState().destroy_process_group()

@@ -37,6 +37,7 @@ CUDA, `--use_cpu` defaults to True, which is what makes several launched CPU pro
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 import sys
@@ -289,5 +290,7 @@ if __name__ == "__main__":
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_warning()
     main(sys.argv[1:])
-    # Under several processes, close the process group before exit: gloo can abort at interpreter teardown.
+    # Under several processes, close the process group before exit, once the trainers (whose DDP models keep it
+    # alive) are collected: destroyed at interpreter teardown instead, gloo can abort the process.
+    gc.collect()
     PartialState().destroy_process_group()

@@ -1,5 +1,6 @@
 """Run under `accelerate launch`: a short CADS-S search whose final state each process writes to a file."""
 
+import gc
 import os
 import sys
 
@@ -29,5 +30,10 @@ state = {
     "log": trainer.state.log_history,
 }
 torch.save(state, os.path.join(output_dir, f"rank{trainer.accelerator.process_index}.pt"))
-# Close the process group before exit: gloo can abort at interpreter teardown otherwise.
-trainer.accelerator.end_training()
+# Release the DDP-wrapped model (it keeps the gloo group alive) before closing the group: destroyed later, at
+# interpreter teardown, gloo can abort the process ("terminate called without an active exception").
+accelerator = trainer.accelerator
+accelerator.free_memory()
+del trainer
+gc.collect()
+accelerator.end_training()
