@@ -10,7 +10,7 @@ these into one cost J_k per sample (lower is better), differentiable in the loss
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -19,14 +19,19 @@ from .surrogate import LossSurrogate
 
 @dataclass
 class StepStatistics:
-    """What one step measured, identical on every rank (already all-reduced)."""
+    """What one step measured, identical on every rank (already all-reduced). A step that does not measure the
+    reward (see `CADSConfig.selection_measure_interval`) has no validation loss and scores no samples."""
 
     unit_losses: torch.Tensor  # (U,) mean training loss of each unit
-    val_loss: torch.Tensor  # () validation loss of the current model
+    val_loss: torch.Tensor | None  # () validation loss of the current model; None on a step that does not measure
     unit_weights: torch.Tensor  # (K, U) weight of each unit in sample k's training loss
     subset_sizes: torch.Tensor  # (K,) examples each sampled selection keeps
     unit_alignment: torch.Tensor | None = None  # (U,) <g_val, g_u> per unit, for rewards that ask for it
     model_weights: torch.Tensor | None = None  # (U,) weights of the selection the model trains on, if not the samples'
+
+    @property
+    def measured(self) -> bool:
+        return self.val_loss is not None
 
     def train_losses(self, weights: torch.Tensor | None = None) -> torch.Tensor:
         """L_trn(theta, m): the training loss on each sampled selection (or on `weights`), a weighted mean of unit
@@ -40,14 +45,19 @@ class Reward:
 
     needs_surrogate: bool = False
     needs_alignment: bool = False
+    # Whether `model_objective` depends on the validation loss; if not, the validation graph is freed early.
+    trains_on_validation: bool = True
+    # Whether `model_objective` needs this step's costs or validation loss, so that every step must measure them.
+    measures_every_step: bool = True
     trains_on_selection: bool = False  # the search samples D_s (seen / fresh units) instead of whole sources
 
     def costs(self, stats: StepStatistics) -> torch.Tensor:
         """J_k for each sample, shape (K,), differentiable in `stats.unit_losses` and `stats.val_loss`."""
         raise NotImplementedError
 
-    def model_objective(self, stats: StepStatistics, costs: torch.Tensor) -> torch.Tensor:
-        """What the model minimizes this step; by default the mean cost (the paper's joint objective, eq. 7)."""
+    def model_objective(self, stats: StepStatistics, costs: torch.Tensor | None) -> torch.Tensor:
+        """What the model minimizes this step; by default the mean cost (the paper's joint objective, eq. 7).
+        `costs` is None on a step that does not measure (only for rewards with `measures_every_step = False`)."""
         return costs.mean()
 
 
@@ -78,12 +88,14 @@ class ValidationReward(Reward):
     """
 
     needs_alignment = True
+    trains_on_validation = False
+    measures_every_step = False
 
     def costs(self, stats: StepStatistics) -> torch.Tensor:
         weights = stats.unit_weights.to(stats.unit_alignment.dtype)
         return -(weights * stats.unit_alignment).sum(-1) / weights.sum(-1).clamp_min(1e-12)
 
-    def model_objective(self, stats: StepStatistics, costs: torch.Tensor) -> torch.Tensor:
+    def model_objective(self, stats: StepStatistics, costs: torch.Tensor | None) -> torch.Tensor:
         if stats.model_weights is not None:
             return stats.train_losses(stats.model_weights)
         return stats.train_losses().mean()
@@ -114,7 +126,7 @@ REWARDS: dict[str, type[Reward]] = {
 class ObjectiveEvaluation:
     """One step's costs and the gradients that the model and the policy need."""
 
-    costs: torch.Tensor  # (K,) J_k, detached
+    costs: torch.Tensor | None  # (K,) J_k, detached; None on a step that does not measure
     objective: torch.Tensor  # () the value the model minimizes
     unit_loss_grad: torch.Tensor  # (U,) d objective / d unit_losses
     val_loss_grad: torch.Tensor  # () d objective / d val_loss
@@ -128,18 +140,18 @@ def evaluate_objective(reward: Reward, stats: StepStatistics) -> ObjectiveEvalua
     per-unit means.
     """
     unit_losses = stats.unit_losses.detach().clone().requires_grad_(True)
-    val_loss = stats.val_loss.detach().clone().requires_grad_(True)
-    leaf_stats = StepStatistics(
-        unit_losses, val_loss, stats.unit_weights, stats.subset_sizes, stats.unit_alignment, stats.model_weights
-    )
-    costs = reward.costs(leaf_stats)
+    val_loss = stats.val_loss.detach().clone().requires_grad_(True) if stats.measured else None
+    leaf_stats = replace(stats, unit_losses=unit_losses, val_loss=val_loss)
+    costs = reward.costs(leaf_stats) if stats.measured else None
     objective = reward.model_objective(leaf_stats, costs)
-    unit_grad, val_grad = torch.autograd.grad(objective, (unit_losses, val_loss), allow_unused=True)
+    leaves = (unit_losses, val_loss) if stats.measured else (unit_losses,)
+    grads = torch.autograd.grad(objective, leaves, allow_unused=True)
+    unit_grad, val_grad = grads[0], grads[1] if stats.measured else None
     return ObjectiveEvaluation(
-        costs=costs.detach(),
+        costs=None if costs is None else costs.detach(),
         objective=objective.detach(),
         unit_loss_grad=torch.zeros_like(unit_losses) if unit_grad is None else unit_grad,
-        val_loss_grad=torch.zeros_like(val_loss) if val_grad is None else val_grad,
+        val_loss_grad=torch.zeros((), dtype=unit_losses.dtype) if val_grad is None else val_grad,
     )
 
 

@@ -130,13 +130,19 @@ class CADSTrainer(Trainer):
             self.policy = BernoulliPolicy(len(self.source_set), init=args.ratio_init)
         self.selection_optimizer = torch.optim.Adam([self.policy.s], lr=args.selection_learning_rate)
         reward_cls = type(reward) if reward is not None else REWARDS[args.reward]
+        if args.selection_measure_interval > 1 and reward_cls.measures_every_step:
+            raise ValueError(
+                f"selection_measure_interval={args.selection_measure_interval} needs a reward whose model objective "
+                f"needs no measurement; {reward_cls.__name__} measures every step."
+            )
         # Rewards that train on the selection measure each source twice: its selected (seen) and left-out examples.
         self._split_units = args.selection_level == "source" and reward_cls.trains_on_selection
         self._ranks = torch.as_tensor(selection_ranks(self.source_set.sizes, args.seed)) if self._split_units else None
         self.surrogate = surrogate
         self._reward_override = reward
         self.reward: Reward | None = None
-        self._selection_grad = torch.zeros_like(self.policy.s)
+        self._selection_grad = torch.zeros_like(self.policy.s)  # REINFORCE gradients summed since the last update
+        self._selection_measurements = 0  # the micro-steps that summed into it
         self._s_sum = torch.zeros_like(self.policy.s)  # s summed over the outer steps the averaging keeps
         self._s_count = 0
         self._s_history = {0: self.policy.s.detach().clone()}  # s after t optimizer steps, for the last few t
@@ -270,18 +276,27 @@ class CADSTrainer(Trainer):
         source_ids = inputs.pop(SOURCE_ID)
         example_ids = inputs.pop(EXAMPLE_ID)
         labels = inputs.pop("labels")
+        unit_ids = self._unit_ids(source_ids, example_ids)
+        unwrapped = self.accelerator.unwrap_model(model)
+        measures = self._measures_step()
+        # Validation before the training forward: unless the model trains on it, its graph is freed first, so the
+        # two graphs are never held at once (peak memory stays near a plain step's).
+        keeps_val_graph = measures and self.reward.trains_on_validation
+        val_sum = val_totals = alignment = None
+        if measures:
+            with torch.set_grad_enabled(keeps_val_graph or self.reward.needs_alignment):
+                val_sum, val_count = self._validation_loss(unwrapped)
+            val_totals = self.accelerator.reduce(
+                torch.stack([val_sum.detach().double(), val_count.double()]), reduction="sum"
+            )
+            if self.reward.needs_alignment:
+                val_share = val_sum / val_totals[1].to(val_sum)
+                alignment = self._unit_alignment(unwrapped, inputs, labels, unit_ids, val_share, keeps_val_graph)
+            if not keeps_val_graph:
+                val_sum = val_sum.detach()
         outputs = model(**inputs)
         loss_sums, counts = self.per_example_loss(outputs, labels)
-        unit_ids = self._unit_ids(source_ids, example_ids)
         units = self._aggregate(loss_sums, counts, unit_ids)
-        unwrapped = self.accelerator.unwrap_model(model)
-        val_sum, val_count = self._validation_loss(unwrapped)
-        val_totals = self.accelerator.reduce(
-            torch.stack([val_sum.detach().double(), val_count.double()]), reduction="sum"
-        )
-        alignment = None
-        if self.reward.needs_alignment:
-            alignment = self._unit_alignment(unwrapped, inputs, labels, unit_ids, val_sum / val_totals[1].to(val_sum))
 
         generator = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self._selection_counters["micro_steps"])
         self._selection_counters["micro_steps"] += 1
@@ -300,28 +315,33 @@ class CADSTrainer(Trainer):
             unit_weights = samples[:, self.accelerator.gather(example_ids).cpu()] * measured
         stats = StepStatistics(
             unit_losses=units.global_means().cpu(),
-            val_loss=(val_totals[0] / val_totals[1]).cpu(),
+            val_loss=(val_totals[0] / val_totals[1]).cpu() if measures else None,
             unit_weights=unit_weights,
             subset_sizes=self.policy.subset_sizes(samples),
             unit_alignment=alignment,
             model_weights=model_weights,
         )
         evaluation = evaluate_objective(self.reward, stats)
-        finite = [evaluation.costs, units.global_sums, val_totals] + ([alignment] if alignment is not None else [])
-        if not all(torch.isfinite(t).all() for t in finite):
+        finite = [units.global_sums, evaluation.costs, val_totals, alignment]
+        if not all(torch.isfinite(t).all() for t in finite if t is not None):
             return self._skip_nonfinite_step(model)
 
         # Chain rule through the global means: d objective / d theta, exact for any number of processes. DDP
         # averages gradients over processes, so each process's share is scaled back up by the process count.
         linearized = units.linearize(evaluation.unit_loss_grad)
         if evaluation.val_loss_grad != 0:
+            if not keeps_val_graph:
+                raise RuntimeError(
+                    f"{type(self.reward).__name__}.model_objective depends on the validation loss; "
+                    "set its `trains_on_validation = True`."
+                )
             linearized = linearized + (evaluation.val_loss_grad / val_totals[1].cpu()).to(val_sum) * val_sum
         linearized = linearized * self.accelerator.num_processes
         loss = evaluation.objective.to(linearized.device, linearized.dtype) + (linearized - linearized.detach())
 
-        self._selection_grad += reinforce_gradient(evaluation.costs, self.policy.score(samples)) / (
-            self.args.gradient_accumulation_steps
-        )
+        if measures:
+            self._selection_grad += reinforce_gradient(evaluation.costs, self.policy.score(samples))
+            self._selection_measurements += 1
         self._record_step(stats, evaluation)
         return (loss, outputs) if return_outputs else loss
 
@@ -358,7 +378,7 @@ class CADSTrainer(Trainer):
         )
 
     @torch.no_grad()
-    def _unit_alignment(self, unwrapped, inputs, labels, unit_ids, val_share: torch.Tensor) -> torch.Tensor:
+    def _unit_alignment(self, unwrapped, inputs, labels, unit_ids, val_share: torch.Tensor, keep_graph: bool) -> torch.Tensor:
         """<g_val, g_u> for every unit, along the normalized validation gradient, by central differences.
 
         One validation backward and two forwards of the batch score every unit at once; both forwards run in eval
@@ -366,7 +386,7 @@ class CADSTrainer(Trainer):
         named = [(name, p) for name, p in unwrapped.named_parameters() if p.requires_grad]
         params = [p for _, p in named]
         with torch.enable_grad():
-            grads = torch.autograd.grad(val_share, params, retain_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(val_share, params, retain_graph=keep_graph, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         flat = self.accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]).double(), reduction="sum")
         # A zero validation gradient gives a zero step and zero alignments; a non-finite one is caught as NaN.
@@ -377,7 +397,7 @@ class CADSTrainer(Trainer):
         shifted = []
         try:
             for sign in (1.0, -1.0):
-                # Shifted copies, not in-place edits: the training forward's graph still needs the parameters.
+                # Shifted copies, not in-place edits: the parameters stay those autograd has seen.
                 moved = {name: p + sign * steps[name].view_as(p).to(p.dtype) for name, p in named}
                 outputs = torch.func.functional_call(unwrapped, moved, args=(), kwargs=inputs, strict=False)
                 shifted.append(self.per_example_loss(outputs, labels))
@@ -425,6 +445,7 @@ class CADSTrainer(Trainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self._selection_counters["skipped_steps"] > skipped_before:
             self._selection_grad.zero_()
+            self._selection_measurements = 0
         if self.accelerator.sync_gradients:
             self._selection_counters["optimizer_steps"] += 1
             step = self._selection_counters["optimizer_steps"]
@@ -443,9 +464,16 @@ class CADSTrainer(Trainer):
         kept = self._s_history.get(step, self._s_history[min(self._s_history)])
         return kept.tolist()
 
+    def _measures_step(self) -> bool:
+        """Whether this optimizer step measures the reward: one in every `selection_measure_interval`."""
+        return self._selection_counters["optimizer_steps"] % self.args.selection_measure_interval == 0
+
     def _update_selection(self) -> None:
-        grad = self._selection_grad / self.args.selection_update_interval
+        if self._selection_measurements == 0:  # nothing measured since the last update: wait for the next window
+            return
+        grad = self._selection_grad / self._selection_measurements
         self._selection_grad = torch.zeros_like(self.policy.s)
+        self._selection_measurements = 0
         if not torch.isfinite(grad).all() or not grad.any():
             return
         if self.args.selection_grad_clip > 0:
@@ -457,26 +485,26 @@ class CADSTrainer(Trainer):
         self.selection_optimizer.zero_grad(set_to_none=True)
         self.policy.project_()
         self._selection_counters["outer_steps"] += 1
-        if self._averages_step(self._selection_counters["outer_steps"]):
+        if self._averages_step():
             self._s_sum += self.policy.s.detach()
             self._s_count += 1
         if isinstance(self.policy, TruncatedGaussianPolicy):
             self.policy.anneal(self._selection_counters["outer_steps"])
 
-    def _averages_step(self, outer_step: int) -> bool:
-        """Whether s after `outer_step` counts towards the reported average: every step ("mean") or those of the
+    def _averages_step(self) -> bool:
+        """Whether s after this update counts towards the reported average: every update ("mean") or those in the
         second half of the search ("tail")."""
         if self.args.selection_averaging == "tail":
-            total = self.state.max_steps // self.args.selection_update_interval
-            return outer_step > total // 2
+            return self._selection_counters["optimizer_steps"] > self.state.max_steps // 2
         return True
 
     def _record_step(self, stats: StepStatistics, evaluation) -> None:
         metrics = self._selection_metrics
         metrics["selection/objective"].append(float(evaluation.objective))
-        metrics["selection/val_loss"].append(float(stats.val_loss))
         metrics["selection/train_loss"].append(float(stats.train_losses().mean()))
         metrics["selection/subset_size"].append(float(stats.subset_sizes.mean()))
+        if stats.measured:
+            metrics["selection/val_loss"].append(float(stats.val_loss))
 
     # ------------------------------------------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -505,6 +533,7 @@ class CADSTrainer(Trainer):
             "optimizer": self.selection_optimizer.state_dict(),
             "counters": dict(self._selection_counters),
             "pending_grad": self._selection_grad.clone(),
+            "pending_measurements": self._selection_measurements,
             "s_sum": self._s_sum.clone(),
             "s_count": self._s_count,
             "s_history": {step: s.clone() for step, s in self._s_history.items()},
@@ -515,6 +544,7 @@ class CADSTrainer(Trainer):
         self.selection_optimizer.load_state_dict(state["optimizer"])
         self._selection_counters.update(state["counters"])
         self._selection_grad = state["pending_grad"].clone()
+        self._selection_measurements = state["pending_measurements"]
         self._s_sum = state["s_sum"].clone()
         self._s_count = state["s_count"]
         self._s_history = {int(step): s.clone() for step, s in state["s_history"].items()}
@@ -583,7 +613,7 @@ class CADSTrainer(Trainer):
 def _selection_config(args: CADSConfig) -> dict:
     fields = (
         "selection_level", "reward", "penalty_alpha", "num_ratio_samples", "sigma_init", "sigma_decay", "sigma_min",
-        "selection_learning_rate", "selection_grad_clip", "selection_update_interval", "ratio_init", "min_ratio",
+        "selection_learning_rate", "selection_grad_clip", "selection_update_interval", "selection_measure_interval", "ratio_init", "min_ratio",
         "surrogate_fractions", "surrogate_kind", "selection_averaging", "max_steps", "num_train_epochs", "per_device_train_batch_size",
         "learning_rate",
     )

@@ -20,11 +20,17 @@ from cads_hf import CADSConfig
         ("surrogate_kind", "quadratic"),
         ("nonfinite_loss", "ignore"),
         ("selection_update_interval", 0),
+        ("selection_measure_interval", 0),
     ],
 )
 def test_invalid_values_name_the_field(tmp_path, field, value):
     with pytest.raises(ValueError, match=f"CADSConfig.{field} must be"):
         CADSConfig(output_dir=str(tmp_path), **{"compute_budget": 100, field: value})
+
+
+def test_the_penalty_reward_measures_every_step(tmp_path):
+    with pytest.raises(ValueError, match="CADSConfig.selection_measure_interval must be 1 for reward='penalty'"):
+        CADSConfig(output_dir=str(tmp_path), compute_budget=100, reward="penalty", selection_measure_interval=2)
 
 
 def test_every_field_has_help_and_parser_accepts_it(tmp_path):

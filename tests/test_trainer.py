@@ -5,7 +5,8 @@ import transformers
 from toy import ToyClassifier, toy_sources
 
 from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, LossSurrogate, Mixture, train_on_mixture
-from cads_hf.objective import PenaltyReward
+import cads_hf.trainer as trainer_module
+from cads_hf.objective import PenaltyReward, ValidationReward, evaluate_objective
 
 transformers.logging.set_verbosity_error()
 
@@ -88,6 +89,55 @@ def test_model_gradient_equals_direct_penalty_gradient(tmp_path):
         torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-6)
 
 
+def test_alignment_equals_autograd_inner_products_with_the_validation_gradient(tmp_path, monkeypatch):
+    """The validation reward's per-source alignment (central differences along the unit validation gradient) is
+    <g_val, g_j> / |g_val| with autograd's gradients, and the model still trains on the sampled mixtures."""
+    sources, validation = toy_sources(val_size=40)
+    model = ToyClassifier()
+    args = make_args(tmp_path, reward="validation", selection_eval_batch_size=40)
+    trainer = CADSTrainer(model=model, args=args, sources=sources, eval_dataset=validation)
+    trainer.reward = ValidationReward()
+    seen = []
+    monkeypatch.setattr(trainer_module, "evaluate_objective", lambda reward, stats: seen.append(stats) or evaluate_objective(reward, stats))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in list(trainer._get_train_sampler())[:30]])
+    loss = trainer.compute_loss(model, dict(batch))
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+
+    params = list(model.parameters())
+    flat = lambda tensors: torch.cat([t.reshape(-1) for t in tensors]).double()
+    val_batch = trainer.data_collator([validation[i] for i in range(len(validation))])
+    val = torch.nn.functional.cross_entropy(model(val_batch["features"])["logits"], val_batch["labels"])
+    g_val = flat(torch.autograd.grad(val, params))
+    losses = torch.nn.functional.cross_entropy(model(batch["features"])["logits"], batch["labels"], reduction="none")
+    means = [losses[batch["source_id"] == j].mean() for j in range(3)]
+    expected = torch.stack([flat(torch.autograd.grad(m, params, retain_graph=True)) @ g_val for m in means]) / g_val.norm()
+    torch.testing.assert_close(seen[0].unit_alignment, expected, rtol=2e-3, atol=1e-5)
+
+    weights = seen[0].unit_weights
+    train = ((weights * torch.stack(means).double()).sum(-1) / weights.sum(-1)).mean()
+    for got, want in zip(grads, torch.autograd.grad(train, params)):
+        torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-6)
+
+
+def test_a_reward_that_trains_on_validation_must_say_so(tmp_path):
+    """The validation graph is freed before the training forward unless the reward declares that its model
+    objective uses it; one that uses it without saying so fails loudly instead of losing that gradient."""
+
+    class Undeclared(ValidationReward):
+        def model_objective(self, stats, costs):
+            return super().model_objective(stats, costs) + stats.val_loss
+
+    sources, validation = toy_sources(val_size=40)
+    model = ToyClassifier()
+    trainer = CADSTrainer(model=model, args=make_args(tmp_path), sources=sources, eval_dataset=validation)
+    trainer.reward = Undeclared()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in list(trainer._get_train_sampler())[:30]])
+    with pytest.raises(RuntimeError, match="trains_on_validation"):
+        trainer.compute_loss(model, dict(batch))
+    trainer.reward.trains_on_validation = True
+    trainer.compute_loss(model, dict(batch)).backward()
+
+
 def test_penalty_reward_collects_surrogate_and_checkpoint_resumes_exactly(tmp_path):
     sources, validation = toy_sources(sizes=(120, 120, 120))
 
@@ -168,3 +218,41 @@ def test_learned_s_averages_the_outer_steps_the_averaging_keeps(tmp_path, averag
     after_outer_steps = torch.stack(recorder.history[1::2])  # s after each of the 20 selection updates
     assert not torch.allclose(after_outer_steps[0], after_outer_steps[-1])
     torch.testing.assert_close(trainer.learned_s(), after_outer_steps[kept].mean(0), rtol=0, atol=1e-6)
+
+
+def test_measure_interval_measures_one_step_in_n_and_resumes_exactly(tmp_path):
+    """Interval 2 with updates every 3 steps: the validation set is read on steps 0, 2, 4..., s is updated after each
+    window that measured, and a checkpoint taken with a measurement pending (step 5) resumes to the same s and model."""
+    sources, validation = toy_sources(sizes=(120, 120, 120))
+
+    def run(output_dir, resume=None):
+        args = make_args(
+            output_dir, max_steps=12, selection_measure_interval=2, selection_update_interval=3, save_strategy="steps",
+            save_steps=5,
+        )
+        trainer = CADSTrainer(model=ToyClassifier(), args=args, sources=sources, eval_dataset=validation)
+        reads = []
+        read = trainer._validation_loss
+        trainer._validation_loss = lambda model: reads.append(trainer.state.global_step) or read(model)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer, reads
+
+    full, reads = run(tmp_path / "full")
+    assert reads == [0, 2, 4, 6, 8, 10]
+    assert full._selection_counters["outer_steps"] == 4
+    resumed, reads = run(tmp_path / "full", resume=str(tmp_path / "full" / "checkpoint-5"))
+    assert reads == [6, 8, 10]
+    torch.testing.assert_close(resumed.policy.s, full.policy.s, rtol=0, atol=1e-7)
+    torch.testing.assert_close(resumed.learned_s(), full.learned_s(), rtol=0, atol=1e-7)
+    for a, b in zip(resumed.model.parameters(), full.model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_measure_interval_needs_a_reward_that_trains_without_measuring(tmp_path):
+    sources, validation = toy_sources()
+    surrogate = LossSurrogate([90, 450, 900], [0.3, 0.6, 0.9])
+    with pytest.raises(ValueError, match="PenaltyReward measures every step"):
+        CADSTrainer(
+            model=ToyClassifier(), args=make_args(tmp_path, selection_measure_interval=2), sources=sources,
+            eval_dataset=validation, reward=PenaltyReward(surrogate),
+        )
