@@ -38,7 +38,14 @@ VARIANTS = {
     # The same with a quarter of the validation batch: a cheaper step, if the selection holds up.
     "horizon_k64_tail_val32": {"reward": "horizon", "selection_averaging": "tail", "selection_eval_batch_size": 32,
                                **_LOW_VARIANCE},
+    # The reward measured on every other step only (the steps between cost a plain step), at the same and at twice
+    # the step on s (half as many updates).
+    "horizon_k64_tail_m2": {"reward": "horizon", "selection_averaging": "tail", "selection_measure_interval": 2,
+                            **_LOW_VARIANCE},
+    "horizon_k64_tail_m2_lr2": {"reward": "horizon", "selection_averaging": "tail", "selection_measure_interval": 2,
+                                "num_ratio_samples": 64, "selection_learning_rate": 2e-2},
 }
+DEFAULT_VARIANT = "horizon_k64_tail"  # the variant that matches CADSConfig's defaults
 
 
 def shared_data(*parts: str) -> str | None:

@@ -10,8 +10,8 @@ Rows per budget (sample usages): Best-source, Full-dataset, Uniform (ratio 0.5),
 mixtures on validation) and CADS-S variants; AdamW at a constant learning rate, every run spends its whole budget,
 fixed mixtures scored at every budget on the way (see noisy_sources.py for why that is exact).
 
-    python benchmarks/instruct_mix.py --quick
-    python benchmarks/instruct_mix.py
+    python benchmarks/instruct_mix.py --quick   # 1 seed, budgets 1,000 / 3,000, 4 fixed mixtures, the default (~6 min)
+    python benchmarks/instruct_mix.py           # 3 seeds, budgets 2,000-20,000, 7 fixed mixtures, 4 variants (hours)
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import math
 import torch
 import transformers
 from common import (
+    DEFAULT_VARIANT,
     VARIANTS,
     Task,
     cads_run,
@@ -52,6 +53,8 @@ FILES = {
     "alpaca": ("instruct", "alpaca_davinci003", "alpaca_5000.json"),
 }
 GRID = [[1, 0], [0, 1], [1, 0.1], [1, 0.25], [1, 0.5], [1, 1], [0.5, 0.5]]
+QUICK_GRID = [[1, 0], [0, 1], [1, 0.25], [1, 1]]  # each source alone, full data and the in-between mixture
+QUICK_BUDGETS = [1000, 3000]
 BATCH = 16
 MAX_LENGTH = 256
 
@@ -113,8 +116,9 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 5000, 10000, 20000])
-    parser.add_argument("--variants", nargs="+", default=["validation_mean", "horizon_mean", "horizon_k64_tail", "penalty"],
-                        choices=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS),
+                        help=f"CADS-S variants (default: validation_mean, horizon_mean, {DEFAULT_VARIANT}, penalty; "
+                             "--quick: the default only).")
     parser.add_argument("--penalty_max_budget", type=int, default=5000)
     parser.add_argument("--search_fraction", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2)
@@ -125,11 +129,13 @@ def main():
     if not all(shared_data(*parts) for parts in FILES.values()):
         print("instruct_mix: the Alpaca files are not in ../shared/data (or $CADS_SHARED_DATA); nothing to run.")
         return
+    if options.variants is None:
+        options.variants = [DEFAULT_VARIANT] if options.quick else ["validation_mean", "horizon_mean", DEFAULT_VARIANT, "penalty"]
     seeds = list(range(1 if options.quick else options.seeds))
-    budgets = [2000, 5000] if options.quick else options.budgets
+    budgets = QUICK_BUDGETS if options.quick else options.budgets
     _, splits = prepared()
     names = list(FILES)
-    mixtures = {str([float(x) for x in r]): [float(x) for x in r] for r in GRID}
+    mixtures = {str([float(x) for x in r]): [float(x) for x in r] for r in (QUICK_GRID if options.quick else GRID)}
     jobs = [("fixed", key, None, seed) for key in mixtures for seed in seeds]
     jobs += [
         ("cads", variant, budget, seed)

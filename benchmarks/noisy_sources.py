@@ -27,7 +27,7 @@ import functools
 
 import torch
 import transformers
-from common import VARIANTS, Task, cads_run, fixed_mixture_run, mnist_test_images, plot, run_jobs, summarize, write_results
+from common import DEFAULT_VARIANT, VARIANTS, Task, cads_run, fixed_mixture_run, mnist_test_images, plot, run_jobs, summarize, write_results
 
 from cads_hf.evaluation import classification_accuracy
 from cads_hf.vision import (
@@ -123,7 +123,7 @@ def main():
     parser.add_argument("--report_only", action="store_true", help="Summarize the seeds already finished; run nothing.")
     options = parser.parse_args()
     if options.rewards is None:
-        options.rewards = ["horizon_k64_tail", "penalty"] if options.quick else list(VARIANTS)
+        options.rewards = [DEFAULT_VARIANT, "penalty"] if options.quick else list(VARIANTS)
     design = copy.deepcopy(DESIGNS[options.design])
     seeds = list(range(1 if options.quick else options.seeds))
     if options.quick:

@@ -2,12 +2,14 @@
 
 (a) Step time. A small GPT-2 (4 layers, 128 wide, built from a config) trains on random token sequences split into
 three sources, batch 12 x 128 tokens, validation batch 6. Configurations run interleaved in rounds (plain, then each
-reward x K) so that background load hits them alike; each run times `--steps` optimizer steps with a callback and
-keeps the median after `--warmup`; the reported ratio is the median over rounds of (configuration median / plain
-median of the same round). K must be >= 2 (the self-critical baseline needs two samples).
-(b) End to end. One budget of `--e2e_steps` batches: a plain Trainer run on all sources, against CADS-S with the
+reward x K x measure interval) so that background load hits them alike; each run times `--steps` optimizer steps
+with a callback and, after the warmup, keeps the median over windows of `selection_measure_interval` consecutive
+steps of the window's mean step time (one measured step and the plain ones after it; for interval 1, the median
+step); the reported ratio is the median over rounds of (configuration / plain of the same round). K must be >= 2
+(the self-critical baseline needs two samples).
+(b) End to end. One budget of 40 batches (quick: 10): a plain Trainer run on all sources, against CADS-S with the
 defaults (a search of as many steps as the budget, then a fresh model trained on the learned mixture for exactly
-the budget); the median over rounds of (CADS-S total / plain run).
+the budget), and the same with `selection_measure_interval=2`; the median over rounds of (CADS-S total / plain run).
 (c) CADS-E against Bilevel-CADS as the budget grows (paper Fig. 11), on the pooled sources: CADS-E with the paper's
 penalty reward (surrogate collection at 4 subset sizes, each a run of the budget, then a search of budget / batch
 steps) against Bilevel-CADS with the paper's M = 100 outer steps of K = 5 inner runs. Bilevel's time is one outer
@@ -78,8 +80,8 @@ def common_args(steps: int, **extra) -> dict:
 
 
 def run(config: str, steps: int, on_start=None) -> list[float]:
-    """Train `steps` steps of `config` ("plain" or "<reward>:<K>"); returns the time of every step. `on_start` is
-    called once everything is built, just before training."""
+    """Train `steps` steps of `config` ("plain" or "<reward>:<K>:<measure interval>"); returns the time of every
+    step. `on_start` is called once everything is built, just before training."""
     sources, validation = token_sources()
     common = common_args(steps)
     timer = StepTimer()
@@ -87,9 +89,9 @@ def run(config: str, steps: int, on_start=None) -> list[float]:
         union = concatenate_datasets(list(sources.values()))
         trainer = Trainer(model=make_model(), args=TrainingArguments(**common), train_dataset=union, callbacks=[timer])
     else:
-        reward, k = config.split(":")
+        reward, k, interval = config.split(":")
         args = CADSConfig(**common, compute_budget=10_000, num_ratio_samples=int(k), reward=reward,
-                          selection_eval_batch_size=VAL_BATCH)
+                          selection_measure_interval=int(interval), selection_eval_batch_size=VAL_BATCH)
         # The penalty's surrogate is given (its collection is a separate, one-off cost measured in noisy_sources).
         surrogate = LossSurrogate([100, 400, 768], [5.0, 5.5, 6.0]) if reward == "penalty" else None
         trainer = CADSTrainer(model=make_model(), args=args, sources=sources, eval_dataset=validation,
@@ -100,7 +102,14 @@ def run(config: str, steps: int, on_start=None) -> list[float]:
     return timer.times
 
 
-def end_to_end(steps: int) -> float:
+def typical_step(times: list[float], interval: int) -> float:
+    """Median over windows of `interval` consecutive steps of their mean step time: what a step costs on average
+    when one in `interval` measures, robust to a stray slow step like a plain median."""
+    windows = [times[i : i + interval] for i in range(0, len(times) - interval + 1, interval)]
+    return statistics.median(statistics.fmean(window) for window in windows)
+
+
+def end_to_end(steps: int, measure_interval: int = 1) -> float:
     """(CADS-S search + final run on the learned mixture) / one plain run, all for a budget of `steps` batches."""
     sources, validation = token_sources()
     budget = steps * BATCH
@@ -110,7 +119,8 @@ def end_to_end(steps: int) -> float:
     plain.train()
     plain_s = time.perf_counter() - start
     start = time.perf_counter()
-    args = CADSConfig(**common_args(steps), compute_budget=budget, selection_eval_batch_size=VAL_BATCH)
+    args = CADSConfig(**common_args(steps), compute_budget=budget, selection_eval_batch_size=VAL_BATCH,
+                      selection_measure_interval=measure_interval)
     search = CADSTrainer(model=make_model(), args=args, sources=sources, eval_dataset=validation)
     search.train()
     train_on_mixture(make_model(), sources, search.mixture().ratios, ComputeBudget(budget), plain_training_args(args))
@@ -169,9 +179,10 @@ def main():
         run(options.memory_probe, 6, on_start=lambda: baseline.append(reset_peak_memory()))
         print(json.dumps({"peak_mb": peak_memory_mb() - baseline[0]}))
         return
-    rounds, steps, warmup = (2, 8, 3) if options.quick else (3, 14, 4)
+    rounds, steps, warmup = (2, 8, 2) if options.quick else (3, 14, 4)  # warmup even: windows start on a measured step
     ks = (2, 64) if options.quick else (2, 4, 16, 64)
-    configs = [f"{reward}:{k}" for reward in ("validation", "horizon", "penalty") for k in ks]
+    configs = [f"{reward}:{k}:1" for reward in ("validation", "horizon", "penalty") for k in ks]
+    configs += [f"{reward}:{ks[-1]}:2" for reward in ("validation", "horizon")]
     run("plain", 3)  # the first timing in a fresh process is unreliable: warm everything once
     ratios = {config: [] for config in configs}
     plain_medians = []
@@ -179,19 +190,22 @@ def main():
         plain = statistics.median(run("plain", steps)[warmup:])
         plain_medians.append(plain)
         for config in configs:
-            ratios[config].append(statistics.median(run(config, steps)[warmup:]) / plain)
+            interval = int(config.split(":")[2])
+            ratios[config].append(typical_step(run(config, steps)[warmup:], interval) / plain)
             print(config, round(ratios[config][-1], 3), flush=True)
     rows = [
-        {"reward": c.split(":")[0], "K": int(c.split(":")[1]), "ratio_to_plain": statistics.median(r), "per_round": r}
+        {"reward": c.split(":")[0], "K": int(c.split(":")[1]), "measure_interval": int(c.split(":")[2]),
+         "ratio_to_plain": statistics.median(r), "per_round": r}
         for c, r in ratios.items()
     ]
     e2e_steps = 10 if options.quick else 40
     e2e = [end_to_end(e2e_steps) for _ in range(1 if options.quick else 3)]
-    print("end to end", e2e, flush=True)
+    e2e_interval_2 = [end_to_end(e2e_steps, measure_interval=2) for _ in range(1 if options.quick else 3)]
+    print("end to end", e2e, e2e_interval_2, flush=True)
     bilevel = [cads_e_against_bilevel(s) for s in ((5, 10) if options.quick else (10, 20, 40))]
     print("bilevel", bilevel, flush=True)
     memory = {}
-    for config in ["plain"] + [f"{reward}:{ks[-1]}" for reward in ("validation", "horizon", "penalty")]:
+    for config in ["plain"] + [f"{reward}:{ks[-1]}:1" for reward in ("validation", "horizon", "penalty")]:
         probe = subprocess.run([sys.executable, __file__, "--memory_probe", config], capture_output=True, text=True,
                                check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
         memory[config] = json.loads(probe.stdout.strip().splitlines()[-1])["peak_mb"]
@@ -200,6 +214,8 @@ def main():
         "batch": BATCH, "selection_eval_batch_size": VAL_BATCH, "sequence_length": LENGTH, "steps": steps,
         "warmup": warmup, "rounds": rounds, "plain_step_s": statistics.median(plain_medians), "rows": rows,
         "end_to_end": {"budget_steps": e2e_steps, "per_round": e2e, "ratio_to_plain": statistics.median(e2e)},
+        "end_to_end_measure_interval_2": {"budget_steps": e2e_steps, "per_round": e2e_interval_2,
+                                          "ratio_to_plain": statistics.median(e2e_interval_2)},
         "cads_e_against_bilevel": {"outer_steps": 100, "k": 5, "bilevel_extrapolated": True, "rows": bilevel},
         "peak_memory_mb": memory,
         "peak_memory_ratio": {c: m / memory["plain"] for c, m in memory.items() if c != "plain"},

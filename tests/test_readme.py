@@ -24,6 +24,19 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_test_command():
     assert "<!-- test command -->" in ci
 
 
+def test_configuration_table_lists_every_cadsconfig_field():
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from cads_hf import CADSConfig
+
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    text = open(README).read()
+    missing = [f.name for f in dataclasses.fields(CADSConfig) if f.name not in inherited and f"| `{f.name}` |" not in text]
+    assert not missing, f"README's configuration table lacks {missing}"
+
+
 @pytest.mark.slow
 def test_user_script_example_runs_and_ranks_sources_by_noise(tmp_path):
     script = next(block for block in _blocks("python") if "CADSTrainer(" in block)
