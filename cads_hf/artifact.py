@@ -1,26 +1,59 @@
-"""`HubArtifact`: what the result dataclasses ([`Mixture`], [`ExampleSelection`]) share: one readable JSON file on
-disk, loaded back from a folder, a file or a Hub repository, and published to the Hub with a card."""
+"""`HubArtifact`: what the result dataclasses ([`Mixture`], [`ExampleSelection`]) share: the budget and the
+provenance of the search, one readable JSON file on disk, loaded back from a folder, a file or a Hub repository,
+and published to the Hub with a card."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from dataclasses import asdict, fields
-from typing import ClassVar
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
+from .budget import ComputeBudget
 from .io import atomic_write_text, read_json
 
 CARD_NAME = "README.md"
+FORMAT_VERSION = 1
 
 
+@dataclass(kw_only=True)
 class HubArtifact:
-    """Mixin for a dataclass result. Subclasses set `file_name`, `required_fields` and `description`, and write
-    their card in `model_card`."""
+    """Base of the result dataclasses: the fields every result records about its search (keyword-only, so each
+    subclass's own fields come first), and the file and Hub I/O. Subclasses set `file_name`, `required_fields` and
+    `description`, and write their card in `model_card`.
+
+    Args:
+        compute_budget: the budget the selection was learned for.
+        budget_unit: `"samples"` or `"tokens"`.
+        seed: the seed that fixes which examples the selection keeps.
+        reward: the selection reward used in the search.
+        surrogate: the surrogate l(n) used, as `LossSurrogate.to_dict()`.
+        config: the settings of the search.
+        base_model: the model the search ran with.
+        metrics: optional results (e.g. validation perplexity of the final model, search cost).
+    """
+
+    compute_budget: float
+    budget_unit: str = "samples"
+    seed: int = 0
+    reward: str | None = None
+    surrogate: dict | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    base_model: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
 
     file_name: ClassVar[str]
     required_fields: ClassVar[tuple[str, ...]]
     description: ClassVar[str]  # how messages name the artifact, e.g. "mixture"
+
+    def __post_init__(self):
+        ComputeBudget(self.compute_budget, self.budget_unit)  # raises on a bad budget or unit
+
+    @property
+    def budget(self) -> ComputeBudget:
+        return ComputeBudget(self.compute_budget, self.budget_unit)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,21 +8,19 @@ fresh model must spend on it. On disk it is one readable `example_selection.json
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
 from .artifact import HubArtifact
-from .budget import ComputeBudget
 from .final_training import train_on_examples
 from .policies import BernoulliPolicy
 
 SELECTION_NAME = "example_selection.json"
 STRATEGIES = ("sample", "top_k")
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -32,40 +30,24 @@ class ExampleSelection(HubArtifact):
     Args:
         example_ids: indices of the chosen examples in the dataset (stored sorted, without repeats).
         dataset_size: number of examples of the dataset the ids index (checked before training).
-        compute_budget: the budget the selection was learned for.
-        budget_unit: `"samples"` or `"tokens"`.
         scores: the learned inclusion probability s_i of every example, when the selection came from scores.
         strategy: how `example_ids` were drawn from `scores`: `"sample"` (m_i ~ Bernoulli(s_i)) or `"top_k"`.
-        seed: the seed of that draw.
         method: the search that produced it (`"cads-e"`, `"bilevel-cads"`, `"pbcs"`, `"random"`...).
-        reward: the selection reward used in the search.
-        surrogate: the surrogate l(n) used, as `LossSurrogate.to_dict()`.
-        config: the settings of the search.
-        base_model: the model the search ran with.
-        metrics: optional results (search cost, validation loss of the final model...).
+        compute_budget, budget_unit, seed, ...: keyword-only, see [`HubArtifact`]; `seed` is the seed of the draw.
     """
 
     example_ids: list[int]
     dataset_size: int
-    compute_budget: float
-    budget_unit: str = "samples"
     scores: list[float] | None = None
     strategy: str | None = None
-    seed: int = 0
     method: str | None = None
-    reward: str | None = None
-    surrogate: dict | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    base_model: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
 
     file_name: ClassVar[str] = SELECTION_NAME
     required_fields: ClassVar[tuple[str, ...]] = ("example_ids", "dataset_size", "compute_budget")
     description: ClassVar[str] = "example selection"
 
     def __post_init__(self):
-        ComputeBudget(self.compute_budget, self.budget_unit)  # raises on a bad budget or unit
+        super().__post_init__()
         if not (isinstance(self.dataset_size, (int, np.integer)) and self.dataset_size >= 1):
             raise ValueError(f"dataset_size must be a positive integer, got {self.dataset_size!r}.")
         ids = np.asarray(self.example_ids)
@@ -84,10 +66,6 @@ class ExampleSelection(HubArtifact):
             self.scores = scores.tolist()
         if self.strategy not in (None, *STRATEGIES):
             raise ValueError(f"strategy must be one of {STRATEGIES} or None, got {self.strategy!r}.")
-
-    @property
-    def budget(self) -> ComputeBudget:
-        return ComputeBudget(self.compute_budget, self.budget_unit)
 
     def __len__(self) -> int:
         return len(self.example_ids)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from .artifact import HubArtifact
 
 MIXTURE_NAME = "mixture.json"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -22,34 +21,20 @@ class Mixture(HubArtifact):
 
     Args:
         ratios: source name -> ratio in [0, 1].
-        compute_budget: the budget the ratios were learned for.
-        budget_unit: `"samples"` or `"tokens"`.
         source_sizes: source name -> number of examples the ratios apply to.
-        seed: the seed that fixes which examples a ratio keeps (`cads_hf.sources.selected_indices`).
-        reward: the selection reward used in the search.
-        surrogate: the surrogate l(n) used, as `LossSurrogate.to_dict()`.
-        config: the selection settings of the search.
-        base_model: the model the search ran with.
-        metrics: optional results (e.g. validation perplexity of the final model).
+        compute_budget, budget_unit, seed, ...: keyword-only, see [`HubArtifact`]; `seed` fixes which examples a
+            ratio keeps (`cads_hf.sources.selected_indices`).
     """
 
     ratios: dict[str, float]
-    compute_budget: float
-    budget_unit: str = "samples"
     source_sizes: dict[str, int] = field(default_factory=dict)
-    seed: int = 0
-    reward: str | None = None
-    surrogate: dict | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    base_model: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
 
     file_name: ClassVar[str] = MIXTURE_NAME
     required_fields: ClassVar[tuple[str, ...]] = ("ratios", "compute_budget")
     description: ClassVar[str] = "mixture"
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.ratios:
             raise ValueError("A Mixture needs at least one source ratio.")
         for name, ratio in self.ratios.items():
@@ -58,8 +43,6 @@ class Mixture(HubArtifact):
         unknown = set(self.source_sizes) - set(self.ratios)
         if unknown:
             raise ValueError(f"source_sizes names sources without a ratio: {sorted(unknown)}.")
-        if self.budget_unit not in ("samples", "tokens"):
-            raise ValueError(f"budget_unit must be 'samples' or 'tokens', got {self.budget_unit!r}.")
 
     def selected_sizes(self) -> dict[str, int]:
         """Examples the mixture keeps from each source."""
