@@ -222,6 +222,23 @@ def surrogate_table(results: dict) -> list[str]:
     return lines
 
 
+def sweep_lines(results: dict) -> list[str]:
+    lines = [
+        (f"Surrogates for budgets {results['budgets']} samples (about {results['epochs']} epochs of a "
+         f"{results['pool']}-image {results['data']} pool, whole batches of {results['batch']}), collected once per "
+         f"budget and by one sweep (`CADSTrainer.collect_surrogate_sweep`: the largest budget's runs, read at each "
+         f"smaller budget's last step), seeds {results['seeds']}:"),
+        "",
+        f"- compute saved by the sweep: {cell(results['compute_saving'], 1, 2)}x (sample usages plus the examples read "
+        f"to measure the losses; {results['ideal_saving']:.2f}x if measuring were free)",
+        f"- wall time saved: {cell(results['wall_saving'], 1, 2)}x",
+        "- largest difference between the sweep's measured points and the separate collections', per budget: "
+        + ", ".join(f"{b}: {results['max_relative_difference'][b]:.1e} relative, "
+                    f"{results['max_absolute_difference'][b]:.1e} absolute" for b in results["max_relative_difference"]),
+    ]
+    return lines
+
+
 def subset_table(results: dict) -> list[str]:
     labels = {"random": "Random", "pbcs": "PBCS", "cads_e": "CADS-E", "bilevel": "Bilevel-CADS"}
     config = results["config"]
@@ -335,6 +352,9 @@ def section() -> str:
     if points:
         parts += [heading("surrogate_points", points, "one seed, smaller pool and budget"), "",
                   *surrogate_table(points), "", *figure(stem, "surrogate held-out MSE against K")]
+    _, sweep = latest("surrogate_sweep")
+    if sweep:
+        parts += [heading("surrogate_sweep", sweep, "one seed, two budgets"), "", *sweep_lines(sweep), ""]
     stem, subset = latest("mnist_subset")
     if subset:
         parts += [heading("mnist_subset", subset, "one seed, two fractions, one budget"), "", *subset_table(subset), "",

@@ -96,16 +96,41 @@ class LossSurrogate:
     ) -> LossSurrogate:
         """Measure l at each size. `train_fn(n)` trains a fresh model on a random subset of n examples for the whole
         budget and returns (final training loss, compute spent)."""
+
+        def one_budget(n: int) -> tuple[dict, float]:
+            loss, spent = train_fn(n)
+            return {None: loss}, spent
+
+        return cls.collect_sweep(one_budget, sizes, kind, progress)[None]
+
+    @classmethod
+    def collect_sweep(
+        cls,
+        train_fn: Callable[[int], tuple[dict, float]],
+        sizes: Sequence[int],
+        kind: str = "spline",
+        progress: bool = True,
+    ) -> dict:
+        """One surrogate per budget from one set of runs. `train_fn(n)` returns ({budget: training loss}, compute
+        spent); every surrogate records the whole cost of the shared runs."""
         from tqdm.auto import tqdm
 
-        losses, cost = [], 0.0
+        losses, cost = {}, 0.0
         for n in tqdm(list(sizes), desc="surrogate", disable=not progress):
-            loss, spent = train_fn(int(n))
-            losses.append(loss)
+            by_budget, spent = train_fn(int(n))
+            for budget, loss in by_budget.items():
+                losses.setdefault(budget, []).append(loss)
             cost += spent
-        surrogate = cls(sizes=[float(n) for n in sizes], losses=losses, kind=kind, cost=cost)
-        logger.info("Surrogate fitted on %d points; held-out MSE %s; cost %g.", len(sizes), surrogate.held_out_mse, cost)
-        return surrogate
+        surrogates = {
+            budget: cls(sizes=[float(n) for n in sizes], losses=values, kind=kind, cost=cost)
+            for budget, values in losses.items()
+        }
+        for budget, surrogate in surrogates.items():
+            logger.info(
+                "Surrogate%s fitted on %d points; held-out MSE %s; cost %g.",
+                "" if budget is None else f" for budget {budget:g}", len(sizes), surrogate.held_out_mse, cost,
+            )
+        return surrogates
 
     def to_dict(self) -> dict:
         return {

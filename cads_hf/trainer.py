@@ -11,18 +11,26 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import SchedulerType
 
 from .budget import ComputeBudget
 from .config import CADSConfig
-from .final_training import SequenceDataset, example_lengths, inner_run_overrides, train_on_examples
+from .final_training import (
+    SequenceDataset,
+    budget_sequence,
+    example_lengths,
+    inner_run_overrides,
+    train_on_examples,
+)
 from .io import atomic_torch_save, checkpoint_problem, last_complete_checkpoint
 from .losses import dataset_loss, example_losses
 from .example_selection import ExampleSelection
@@ -67,6 +75,17 @@ class _UnitTotals:
         the objective's gradient."""
         coefficients = grad_of_means[self.local_slice] / self.global_counts[self.local_slice].clamp_min(1).cpu()
         return (coefficients.to(self.local_sums.device, self.local_sums.dtype) * self.local_sums).sum()
+
+
+class _LossAtSteps(TrainerCallback):
+    """Reads `read(model)` when a run reaches the given optimizer steps: {step: key} -> `losses[key]`."""
+
+    def __init__(self, steps: dict[int, float], read: Callable):
+        self.steps, self.read, self.losses = steps, read, {}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps:
+            self.losses[self.steps[state.global_step]] = self.read(model)
 
 
 class SelectionAbort(RuntimeError):
@@ -228,8 +247,26 @@ class CADSTrainer(Trainer):
     def collect_surrogate(self) -> LossSurrogate:
         """Fit l(n) (paper §C): for each configured fraction, train a fresh copy of the initial model on a random
         subset of that size for the whole budget and record its final training loss on the subset."""
+        return self.collect_surrogate_sweep([self.budget.amount])[self.budget.amount]
+
+    def collect_surrogate_sweep(self, budgets: Sequence[float]) -> dict[float, LossSurrogate]:
+        """l(n) for several budgets (in `budget_unit`s) from the runs of the largest alone: {budget: surrogate}.
+
+        A run's example sequence for a budget is the start of its sequence for any larger one, so with a constant
+        learning rate the model a run for a smaller budget ends with is the one the largest budget's run passes
+        through at that step (to within a last, partial batch); the subset loss is read there. The runs cost what
+        the largest budget's surrogate alone costs, sum(budgets) / max(budgets) times less than one collection per
+        budget; each surrogate's `cost` is that shared cost. Pass them to `CADSTrainer(surrogate=...)`.
+        """
         if self._initial_model_state is None:
             raise ValueError("Collecting a surrogate needs the model passed to CADSTrainer (or pass `surrogate=`).")
+        budgets = sorted({float(b) for b in budgets})
+        if len(budgets) > 1 and self.args.lr_scheduler_type != SchedulerType.CONSTANT:
+            raise ValueError(
+                "A surrogate sweep reads the smaller budgets off the largest budget's runs, which is exact only with "
+                f"lr_scheduler_type='constant' (got {self.args.lr_scheduler_type.value!r}): a decaying schedule "
+                "depends on the run's length. Collect one surrogate per budget instead."
+            )
         total = len(self.source_set)
         batch = self.args.per_device_train_batch_size
         sizes = sorted({max(batch, min(total, int(round(f * total)))) for f in self.args.surrogate_fractions})
@@ -238,38 +275,62 @@ class CADSTrainer(Trainer):
                 f"surrogate_fractions {self.args.surrogate_fractions} give fewer than two distinct subset sizes for "
                 f"{total} examples and batch size {batch}; widen the fractions."
             )
+        largest = ComputeBudget(budgets[-1], self.budget.unit)
         rng = np.random.default_rng([self.args.seed, 7919])
 
-        def train_fn(size: int) -> tuple[float, float]:
+        def train_fn(size: int) -> tuple[dict[float, float], float]:
             subset = np.sort(rng.choice(total, size=size, replace=False))
+            view = SequenceDataset(self.source_set, subset)
+            collator = self._get_collator_with_removed_columns(self.data_collator, "surrogate")
+            evaluated = []
+
+            def subset_loss(model) -> float:
+                loss, count = dataset_loss(
+                    model, view, collator, self.args.per_device_eval_batch_size, self.args.device,
+                    self.per_example_loss, max_examples=SURROGATE_EVAL_EXAMPLES, drop_columns=(SOURCE_ID, EXAMPLE_ID),
+                )
+                evaluated.append(count)
+                return loss
+
+            ends = {b: self._run_end(view, ComputeBudget(b, largest.unit)) for b in budgets[:-1]}
+            partial.update(b for b, (_, whole) in ends.items() if not whole)
+            reader = _LossAtSteps({step: b for b, (step, _) in ends.items()}, subset_loss)
             model = copy.deepcopy(self.model)
             model.load_state_dict(self._initial_model_state)
             trainer = train_on_examples(
                 model,
                 self.source_set,
                 subset,
-                self.budget,
+                largest,
                 self.args,
                 args_overrides=inner_run_overrides(os.path.join(self.args.output_dir, "surrogate", f"subset-{size}")),
                 data_collator=self.data_collator,
                 processing_class=self.processing_class,
+                callbacks=[reader],
             )
-            loss, evaluated = dataset_loss(
-                trainer.model,
-                SequenceDataset(self.source_set, subset),
-                trainer._get_collator_with_removed_columns(trainer.data_collator, "surrogate"),
-                trainer.args.per_device_eval_batch_size,
-                trainer.args.device,
-                self.per_example_loss,
-                max_examples=SURROGATE_EVAL_EXAMPLES,
-                drop_columns=(SOURCE_ID, EXAMPLE_ID),
-            )
-            spent = self.budget.amount if self.budget.unit == "tokens" else float(self.budget.num_samples())
-            return loss, spent + evaluated
+            losses = {**reader.losses, largest.amount: subset_loss(trainer.model)}
+            spent = largest.amount if largest.unit == "tokens" else float(largest.num_samples())
+            return losses, spent + sum(evaluated)
 
-        return LossSurrogate.collect(
+        partial = set()
+        surrogates = LossSurrogate.collect_sweep(
             train_fn, sizes, kind=self.args.surrogate_kind, progress=not self.args.disable_tqdm
         )
+        if partial:
+            logger.warning(
+                "Surrogate sweep: budget(s) %s are not a whole number of batches; a run for them ends with a partial "
+                "batch, so their points are read one partial batch off.", sorted(partial)
+            )
+        return surrogates
+
+    def _run_end(self, dataset, budget: ComputeBudget) -> tuple[int, bool]:
+        """The optimizer step at which a run on `dataset` for exactly `budget` (`train_on_examples`) ends, and
+        whether its last batch is whole."""
+        examples = len(budget_sequence(SourceSet({"examples": dataset}), [1.0], budget, seed=self.args.seed))
+        per_batch = self.args.per_device_train_batch_size * self.args.world_size
+        batches = math.ceil(examples / per_batch)
+        steps = math.ceil(batches / self.args.gradient_accumulation_steps)
+        return steps, examples % per_batch == 0 and batches % self.args.gradient_accumulation_steps == 0
 
     # ------------------------------------------------------------------------------------------------ the step
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -256,3 +256,28 @@ def test_measure_interval_needs_a_reward_that_trains_without_measuring(tmp_path)
             model=ToyClassifier(), args=make_args(tmp_path, selection_measure_interval=2), sources=sources,
             eval_dataset=validation, reward=PenaltyReward(surrogate),
         )
+
+
+def test_surrogate_sweep_reads_smaller_budgets_off_the_largest_budgets_runs(tmp_path, caplog):
+    """With a constant learning rate, the sweep's surrogates equal one collection per budget (budgets here are whole
+    batches, so there is no partial last batch), for the largest budget's compute alone; other schedules refuse."""
+    sources, validation = toy_sources(sizes=(120, 120, 120))
+    budgets = [300, 600, 1200]
+
+    def trainer(budget, **overrides):
+        args = make_args(tmp_path / str(budget), compute_budget=budget, surrogate_fractions=[0.25, 0.5, 1.0], **overrides)
+        return CADSTrainer(model=ToyClassifier(), args=args, sources=sources, eval_dataset=validation)
+
+    sweep = trainer(1200).collect_surrogate_sweep(budgets)
+    assert sorted(sweep) == budgets
+    separate = {budget: trainer(budget).collect_surrogate() for budget in budgets}
+    for budget in budgets:
+        np.testing.assert_allclose(sweep[budget].losses, separate[budget].losses, rtol=1e-5)
+        assert sweep[budget].sizes == separate[budget].sizes == [90.0, 180.0, 360.0]
+    assert len({tuple(s.losses) for s in sweep.values()}) == 3  # the budgets really differ
+    assert sweep[1200].cost < sum(s.cost for s in separate.values())
+    with pytest.raises(ValueError, match="lr_scheduler_type='constant'"):
+        trainer(1200, lr_scheduler_type="linear").collect_surrogate_sweep(budgets)
+    assert "not a whole number of batches" not in caplog.text
+    trainer(1200).collect_surrogate_sweep([310, 1200])  # 310 = 10 batches of 30 and a partial one of 10
+    assert "budget(s) [310.0] are not a whole number of batches" in caplog.text
