@@ -66,7 +66,9 @@ def verdict_lines(results: dict, variant: str, scale: float, unit: str, lower_is
         gap = sign * (ours - oracle)
         lines.append(
             f"- budget {row['budget']} ({row['epochs']:.2f} epochs): {variant[5:]} {ours:.2f} {unit} against the "
-            f"oracle's {oracle:.2f} ({'+' if gap >= 0 else ''}{gap:.2f}); the worse of best-source and full data is "
+            f"oracle's {oracle:.2f} ({'+' if gap >= 0 else ''}{gap:.2f}"
+            + (f", {100 * gap / oracle:+.1f}%" if lower_is_better else "")
+            + f"); the worse of best-source and full data is "
             f"{floor:.2f}, which it {'loses to' if sign * (ours - floor) < 0 else 'matches or beats'}; the better "
             f"is {best:.2f}, which it {'loses to' if sign * (ours - best) < 0 else 'matches or beats'}; selection "
             f"cost {row[variant]['selection_cost_over_final']:.1f}x the final run's wall time."
