@@ -2,7 +2,8 @@
 
 Each step draws a batch stratified over sources, measures per-source (CADS-S) or per-example (CADS-E) losses and
 the validation loss in one forward pass each, scores K sampled selections with the configured reward, trains the
-model on the mean objective (eq. 8) and the selection parameters s by REINFORCE (eq. 9) with their own Adam.
+model on the mean objective (eq. 8) and the selection parameters s by REINFORCE (eq. 9) with their own Adam. With
+`selection_measure_interval` n > 1, only one step in n measures and scores; the others just train the model.
 The trainer wraps `super()`; the math lives in `policies`, `objective` and `surrogate`.
 """
 
