@@ -11,6 +11,7 @@ mixtures on validation) and CADS-S variants; AdamW at a constant learning rate, 
 fixed mixtures scored at every budget on the way (see noisy_sources.py for why that is exact).
 
     python benchmarks/instruct_mix.py --quick   # 1 seed, budgets 1,000 / 3,000, 4 fixed mixtures, the default (~6 min)
+    python benchmarks/instruct_mix.py --quick --seeds 3   # the same design with 3 seeds (~20 min)
     python benchmarks/instruct_mix.py           # 3 seeds, budgets 2,000-20,000, 7 fixed mixtures, 4 variants (hours)
 """
 
@@ -114,7 +115,7 @@ def run_job(mixtures, budgets, search_fraction, work, job):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=None, help="Seeds 0..n-1 (default 3; --quick: 1).")
     parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 5000, 10000, 20000])
     parser.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS),
                         help=f"CADS-S variants (default: validation_mean, horizon_mean, {DEFAULT_VARIANT}, penalty; "
@@ -131,7 +132,7 @@ def main():
         return
     if options.variants is None:
         options.variants = [DEFAULT_VARIANT] if options.quick else ["validation_mean", "horizon_mean", DEFAULT_VARIANT, "penalty"]
-    seeds = list(range(1 if options.quick else options.seeds))
+    seeds = list(range(options.seeds or (1 if options.quick else 3)))
     budgets = QUICK_BUDGETS if options.quick else options.budgets
     _, splits = prepared()
     names = list(FILES)

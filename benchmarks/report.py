@@ -263,6 +263,12 @@ def subset_table(results: dict) -> list[str]:
         same_size = row.get("random_at_cads_e_size", {}).get("test")
         lines.append(f"| {key} | " + " | ".join(cell(row.get(m, {}).get("test"), 100, 2) for m in labels)
                      + f" | {cell(same_size, 100, 2)} | {cell(size, 1, 0)} | {walls} | {ratio} |")
+    compared = [(key, row["cads_e"]["test"]["mean"] - row["random_at_cads_e_size"]["test"]["mean"])
+                for key, row in results["rows"].items() if "cads_e" in row and "random_at_cads_e_size" in row]
+    if compared:
+        lines += ["", "CADS-E against a random subset of the size it chose (same budget), difference in points: "
+                  + ", ".join(f"{key} {100 * d:+.2f}" for key, d in compared)
+                  + f"; better at {sum(d > 0 for _, d in compared)} of {len(compared)} settings."]
     paper = results["paper"]
     table_1 = next(k for k in paper if k.startswith("table_1"))
     lines += ["", "The paper's numbers for comparison (test accuracy %, " + " / ".join(labels.values()) + "):", ""]
@@ -333,7 +339,8 @@ def section() -> str:
     _, instruct = latest("instruct_mix")
     if instruct:
         parts += [
-            "### instruct_mix (`benchmarks/instruct_mix.py" + (" --quick`: one seed, two budgets" if instruct["quick"] else "`") + ")",
+            "### instruct_mix (`benchmarks/instruct_mix.py"
+            + (f" --quick`: {len(instruct['seeds'])} seed(s), two budgets" if instruct["quick"] else "`") + ")",
             "",
             f"{instruct['target']} (lower is better); {instruct['model']}; seeds {instruct['seeds']}.",
             "",
