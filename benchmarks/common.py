@@ -183,6 +183,30 @@ def plot(rows, names, path, metric_label):
     fig.savefig(path, dpi=100)
 
 
+def plot_trajectories(cads: dict, variant: str, names, path: str, union: int) -> None:
+    """The search's ratios against its step, one panel per budget, for one CADS variant (each seed a thin line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = sorted(cads.get(variant, {}), key=float)
+    if not budgets:
+        return
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.5 * len(budgets), 4), sharey=True, squeeze=False)
+    for ax, budget in zip(axes[0], budgets):
+        for j, name in enumerate(names):
+            for k, result in enumerate(cads[variant][budget].values()):
+                steps = [point["step"] for point in result["trajectory"]]
+                ax.plot(steps, [point[name] for point in result["trajectory"]], color=f"C{j}", lw=1,
+                        label=name if k == 0 else None)
+        ax.set(title=f"{variant}: {float(budget) / union:g} epochs", xlabel="search step")
+    axes[0][0].set_ylabel("ratio s")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 @dataclass
 class Task:
     """What a benchmark trains and how it scores a model: `score(model, dataset)`, higher or lower is better."""

@@ -30,6 +30,7 @@ from common import (
     cads_run,
     fixed_mixture_run,
     plot,
+    plot_trajectories,
     run_jobs,
     shared_data,
     summarize,
@@ -165,6 +166,7 @@ def main():
     }
     path = write_results(name, results, options.output)
     plot(rows, names, path.replace(".json", ".png"), "test perplexity")
+    plot_trajectories(cads, DEFAULT_VARIANT, names, path.replace(".json", "_trajectories.png"), union)
     print("wrote", path)
 
 

@@ -27,7 +27,19 @@ import functools
 
 import torch
 import transformers
-from common import DEFAULT_VARIANT, VARIANTS, Task, cads_run, fixed_mixture_run, mnist_test_images, plot, run_jobs, summarize, write_results
+from common import (
+    DEFAULT_VARIANT,
+    VARIANTS,
+    Task,
+    cads_run,
+    fixed_mixture_run,
+    mnist_test_images,
+    plot,
+    plot_trajectories,
+    run_jobs,
+    summarize,
+    write_results,
+)
 
 from cads_hf.evaluation import classification_accuracy
 from cads_hf.vision import (
@@ -167,6 +179,7 @@ def main():
     }
     path = write_results(name, results, options.output)
     plot(rows, names, path.replace(".json", ".png"), "test accuracy")
+    plot_trajectories(cads, DEFAULT_VARIANT, names, path.replace(".json", "_trajectories.png"), union)
     print("wrote", path)
 
 

@@ -110,7 +110,7 @@ def speed_lines(results: dict) -> list[str]:
     ]
     lines += [f"| {r['reward']} | {r['K']} | {r.get('measure_interval', 1)} | {r['ratio_to_plain']:.2f} |"
               for r in results["rows"]]
-    lines += ["", "Peak memory of training (above the resident size before training), over plain `Trainer`'s:", "",
+    lines += ["", "Peak memory of training (above the resident size before training; median over the rounds), over plain `Trainer`'s:", "",
               "| configuration | peak MB | ratio |", "|---|---|---|",
               f"| plain | {results['peak_memory_mb']['plain']:.0f} | 1.00 |"]
     lines += [f"| {c} | {results['peak_memory_mb'][c]:.0f} | {ratio:.2f} |" for c, ratio in results["peak_memory_ratio"].items()]
@@ -305,6 +305,7 @@ def section() -> str:
             "",
             "![ratios against budget](benchmarks/results/noisy_sources_scarce.png)",
             "",
+            *figure("noisy_sources_scarce_trajectories", "the default's ratios during the search, per budget"),
         ]
     five = load("noisy_sources_scarce_5seeds")
     if five:
@@ -336,7 +337,7 @@ def section() -> str:
             "",
             *figure("noisy_sources_paper", "ratios against budget, paper's split"),
         ]
-    _, instruct = latest("instruct_mix")
+    instruct_stem, instruct = latest("instruct_mix")
     if instruct:
         parts += [
             "### instruct_mix (`benchmarks/instruct_mix.py"
@@ -352,6 +353,7 @@ def section() -> str:
             "",
             *ratio_table(instruct),
             "",
+            *figure(f"{instruct_stem}_trajectories", "the default's ratios during the search, per budget"),
         ]
     stem, spectral = latest("spectral_bias")
     if spectral:

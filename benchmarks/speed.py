@@ -14,9 +14,9 @@ the budget), and the same with `selection_measure_interval=2`; the median over r
 penalty reward (surrogate collection at 4 subset sizes, each a run of the budget, then a search of budget / batch
 steps) against Bilevel-CADS with the paper's M = 100 outer steps of K = 5 inner runs. Bilevel's time is one outer
 step measured, times M: its outer steps all cost the same K x C (stated in the JSON as `bilevel_extrapolated`).
-(d) Peak memory. Each configuration runs once more in a fresh process; its peak resident set size while training,
-above the resident size just before training (CPU), or its peak CUDA allocation, is compared with a plain
-Trainer's measured the same way.
+(d) Peak memory. Each configuration runs again in a fresh process, once per round; its peak resident set size while
+training, above the resident size just before training (CPU), or its peak CUDA allocation, is compared with a plain
+Trainer's measured the same way (medians over rounds).
 
     python benchmarks/speed.py --quick
     python benchmarks/speed.py
@@ -204,11 +204,14 @@ def main():
     print("end to end", e2e, e2e_interval_2, flush=True)
     bilevel = [cads_e_against_bilevel(s) for s in ((5, 10) if options.quick else (10, 20, 40))]
     print("bilevel", bilevel, flush=True)
-    memory = {}
-    for config in ["plain"] + [f"{reward}:{ks[-1]}:1" for reward in ("validation", "horizon", "penalty")]:
-        probe = subprocess.run([sys.executable, __file__, "--memory_probe", config], capture_output=True, text=True,
-                               check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
-        memory[config] = json.loads(probe.stdout.strip().splitlines()[-1])["peak_mb"]
+    memory_configs = ["plain"] + [f"{reward}:{ks[-1]}:1" for reward in ("validation", "horizon", "penalty")]
+    memory_rounds = {config: [] for config in memory_configs}
+    for _ in range(rounds):  # interleaved, like the step times; a single probe varies by about 0.1x
+        for config in memory_configs:
+            probe = subprocess.run([sys.executable, __file__, "--memory_probe", config], capture_output=True,
+                                   text=True, check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+            memory_rounds[config].append(json.loads(probe.stdout.strip().splitlines()[-1])["peak_mb"])
+    memory = {config: statistics.median(values) for config, values in memory_rounds.items()}
     results = {
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
         "batch": BATCH, "selection_eval_batch_size": VAL_BATCH, "sequence_length": LENGTH, "steps": steps,
@@ -218,6 +221,7 @@ def main():
                                           "ratio_to_plain": statistics.median(e2e_interval_2)},
         "cads_e_against_bilevel": {"outer_steps": 100, "k": 5, "bilevel_extrapolated": True, "rows": bilevel},
         "peak_memory_mb": memory,
+        "peak_memory_mb_per_round": memory_rounds,
         "peak_memory_ratio": {c: m / memory["plain"] for c, m in memory.items() if c != "plain"},
         "quick": options.quick,
     }
