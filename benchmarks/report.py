@@ -336,6 +336,7 @@ def section() -> str:
             *ratio_table(paper),
             "",
             *figure("noisy_sources_paper", "ratios against budget, paper's split"),
+            *figure("noisy_sources_paper_trajectories", "the default's ratios during the search, paper's split"),
         ]
     instruct_stem, instruct = latest("instruct_mix")
     if instruct:
