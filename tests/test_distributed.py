@@ -24,7 +24,7 @@ def _launch(tmp_path, reward):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("reward", ["validation", "penalty"])
+@pytest.mark.parametrize("reward", ["validation", "penalty", "horizon", "horizon:2"])
 def test_two_processes_sample_the_same_ratios_and_end_identical(tmp_path, reward):
     rank0, rank1 = _launch(tmp_path, reward)
     assert rank0["world_size"] == rank1["world_size"] == 2
