@@ -200,7 +200,7 @@ def plot_trajectories(cads: dict, variant: str, names, path: str, union: int) ->
                 steps = [point["step"] for point in result["trajectory"]]
                 ax.plot(steps, [point[name] for point in result["trajectory"]], color=f"C{j}", lw=1,
                         label=name if k == 0 else None)
-        ax.set(title=f"{variant}: {float(budget) / union:g} epochs", xlabel="search step")
+        ax.set(title=f"{variant}: {float(budget) / union:.2g} epochs", xlabel="search step")
     axes[0][0].set_ylabel("ratio s")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()

@@ -310,8 +310,8 @@ def section() -> str:
     five = load("noisy_sources_scarce_5seeds")
     if five:
         parts += [
-            f"The default alone with seeds {five['seeds']} (the same fixed-mixture runs, more seeds; "
-            f"`benchmarks/noisy_sources.py --rewards {DEFAULT} --seeds 5 --output "
+            f"With seeds {five['seeds']} (the same fixed-mixture runs, more seeds; "
+            f"`benchmarks/noisy_sources.py --rewards {' '.join(five.get('variants', [DEFAULT]))} --seeds 5 --output "
             "benchmarks/results/noisy_sources_scarce_5seeds.json`):",
             "",
             *mixture_table(five, 100, 1, "samples"),
