@@ -449,10 +449,11 @@ class CADSTrainer(Trainer):
         params = [p for _, p in named]
         with torch.enable_grad():
             grads = torch.autograd.grad(val_share, params, retain_graph=keep_graph, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        flat = self.accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]).double(), reduction="sum")
+        flat = [(torch.zeros_like(p) if g is None else g).reshape(-1).float() for p, g in zip(params, grads)]
+        step = self.accelerator.reduce(torch.cat(flat), reduction="sum")
+        del grads, flat  # one flat copy of the gradient is all the probes need (peak memory)
         # A zero validation gradient gives a zero step and zero alignments; a non-finite one is caught as NaN.
-        step = (flat / flat.norm().clamp_min(1e-30) * ALIGNMENT_STEP).float()
+        step.mul_(ALIGNMENT_STEP / step.norm().clamp_min(1e-30))
         steps = dict(zip((name for name, _ in named), step.split([p.numel() for p in params])))
         was_training = unwrapped.training
         unwrapped.eval()
