@@ -43,7 +43,7 @@ VARIANTS = {
     "horizon_k64_tail_m2": {"reward": "horizon", "selection_averaging": "tail", "selection_measure_interval": 2,
                             **_LOW_VARIANCE},
     "horizon_k64_tail_m2_lr2": {"reward": "horizon", "selection_averaging": "tail", "selection_measure_interval": 2,
-                                "num_ratio_samples": 64, "selection_learning_rate": 2e-2},
+                                **_LOW_VARIANCE, "selection_learning_rate": 2e-2},
 }
 DEFAULT_VARIANT = "horizon_k64_tail"  # the variant that matches CADSConfig's defaults
 

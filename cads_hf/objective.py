@@ -146,7 +146,8 @@ def evaluate_objective(reward: Reward, stats: StepStatistics) -> ObjectiveEvalua
     objective = reward.model_objective(leaf_stats, costs)
     leaves = (unit_losses, val_loss) if stats.measured else (unit_losses,)
     grads = torch.autograd.grad(objective, leaves, allow_unused=True)
-    unit_grad, val_grad = grads[0], grads[1] if stats.measured else None
+    unit_grad = grads[0]
+    val_grad = grads[1] if stats.measured else None
     return ObjectiveEvaluation(
         costs=None if costs is None else costs.detach(),
         objective=objective.detach(),

@@ -278,6 +278,7 @@ class CADSTrainer(Trainer):
             )
         largest = ComputeBudget(budgets[-1], self.budget.unit)
         rng = np.random.default_rng([self.args.seed, 7919])
+        partial = set()  # smaller budgets whose runs would end with a partial batch
 
         def train_fn(size: int) -> tuple[dict[float, float], float]:
             subset = np.sort(rng.choice(total, size=size, replace=False))
@@ -313,7 +314,6 @@ class CADSTrainer(Trainer):
             spent = largest.amount if largest.unit == "tokens" else float(largest.num_samples())
             return losses, spent + sum(evaluated)
 
-        partial = set()
         surrogates = LossSurrogate.collect_sweep(
             train_fn, sizes, kind=self.args.surrogate_kind, progress=not self.args.disable_tqdm
         )
