@@ -1,7 +1,9 @@
 """speed: a CADS-S search step against a plain Trainer step on the same model and batch, and peak memory.
 
 (a) Step time. A small GPT-2 (4 layers, 128 wide, built from a config) trains on random token sequences split into
-three sources, batch 12 x 128 tokens, validation batch 6. Configurations run interleaved in rounds (plain, then each
+three sources, batch 12 x 128 tokens, validation batch 6. GPT-2's dropout of 0.1 is kept, and one row repeats the
+default with dropout 0 (as in Llama-style models; suffix `@nodropout`), against a plain run of that model: without
+dropout the alignment probe is one forward instead of two. Configurations run interleaved in rounds (plain, then each
 reward x K x measure interval) so that background load hits them alike; each run times `--steps` optimizer steps
 with a callback and, after the warmup, keeps the median over windows of `selection_measure_interval` consecutive
 steps of the window's mean step time (one measured step and the plain ones after it; for interval 1, the median
@@ -66,9 +68,17 @@ def token_sources(per_source=256, seed=0):
     return sources, sources["source_0"].select(range(64))
 
 
-def make_model():
+def make_model(dropout: float = 0.1):
     torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=128, n_layer=4, n_head=4))
+    config = GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=128, n_layer=4, n_head=4,
+                        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+    return GPT2LMHeadModel(config)
+
+
+def parse(config: str) -> tuple[str, float]:
+    """("plain" or "<reward>:<K>:<measure interval>", dropout) of a configuration name."""
+    name, _, variant = config.partition("@")
+    return name, 0.0 if variant == "nodropout" else 0.1
 
 
 def common_args(steps: int, **extra) -> dict:
@@ -80,21 +90,24 @@ def common_args(steps: int, **extra) -> dict:
 
 
 def run(config: str, steps: int, on_start=None) -> list[float]:
-    """Train `steps` steps of `config` ("plain" or "<reward>:<K>:<measure interval>"); returns the time of every
-    step. `on_start` is called once everything is built, just before training."""
+    """Train `steps` steps of `config` ("plain" or "<reward>:<K>:<measure interval>", with "@nodropout" for the
+    dropout-free model); returns the time of every step. `on_start` is called once everything is built, just before
+    training."""
     sources, validation = token_sources()
     common = common_args(steps)
     timer = StepTimer()
+    config, dropout = parse(config)
     if config == "plain":
         union = concatenate_datasets(list(sources.values()))
-        trainer = Trainer(model=make_model(), args=TrainingArguments(**common), train_dataset=union, callbacks=[timer])
+        trainer = Trainer(model=make_model(dropout), args=TrainingArguments(**common), train_dataset=union,
+                          callbacks=[timer])
     else:
         reward, k, interval = config.split(":")
         args = CADSConfig(**common, compute_budget=10_000, num_ratio_samples=int(k), reward=reward,
                           selection_measure_interval=int(interval), selection_eval_batch_size=VAL_BATCH)
         # The penalty's surrogate is given (its collection is a separate, one-off cost measured in noisy_sources).
         surrogate = LossSurrogate([100, 400, 768], [5.0, 5.5, 6.0]) if reward == "penalty" else None
-        trainer = CADSTrainer(model=make_model(), args=args, sources=sources, eval_dataset=validation,
+        trainer = CADSTrainer(model=make_model(dropout), args=args, sources=sources, eval_dataset=validation,
                               surrogate=surrogate, callbacks=[timer])
     if on_start is not None:
         on_start()
@@ -183,20 +196,23 @@ def main():
     ks = (2, 64) if options.quick else (2, 4, 16, 64)
     configs = [f"{reward}:{k}:1" for reward in ("validation", "horizon", "penalty") for k in ks]
     configs += [f"{reward}:{ks[-1]}:2" for reward in ("validation", "horizon")]
+    configs += [f"horizon:{ks[-1]}:1@nodropout"]
     run("plain", 3)  # the first timing in a fresh process is unreliable: warm everything once
     ratios = {config: [] for config in configs}
     plain_medians = []
     for _ in range(rounds):
-        plain = statistics.median(run("plain", steps)[warmup:])
-        plain_medians.append(plain)
+        plain = {dropout: statistics.median(run(name, steps)[warmup:])
+                 for name, dropout in map(parse, ("plain", "plain@nodropout"))}
+        plain_medians.append(plain[0.1])
         for config in configs:
-            interval = int(config.split(":")[2])
-            ratios[config].append(typical_step(run(config, steps)[warmup:], interval) / plain)
+            name, dropout = parse(config)
+            interval = int(name.split(":")[2])
+            ratios[config].append(typical_step(run(config, steps)[warmup:], interval) / plain[dropout])
             print(config, round(ratios[config][-1], 3), flush=True)
     rows = [
-        {"reward": c.split(":")[0], "K": int(c.split(":")[1]), "measure_interval": int(c.split(":")[2]),
-         "ratio_to_plain": statistics.median(r), "per_round": r}
-        for c, r in ratios.items()
+        {"reward": name.split(":")[0], "K": int(name.split(":")[1]), "measure_interval": int(name.split(":")[2]),
+         "dropout": dropout, "ratio_to_plain": statistics.median(r), "per_round": r}
+        for (name, dropout), r in ((parse(c), r) for c, r in ratios.items())
     ]
     e2e_steps = 10 if options.quick else 40
     e2e = [end_to_end(e2e_steps) for _ in range(1 if options.quick else 3)]
@@ -205,6 +221,7 @@ def main():
     bilevel = [cads_e_against_bilevel(s) for s in ((5, 10) if options.quick else (10, 20, 40))]
     print("bilevel", bilevel, flush=True)
     memory_configs = ["plain"] + [f"{reward}:{ks[-1]}:1" for reward in ("validation", "horizon", "penalty")]
+    memory_configs += ["plain@nodropout", f"horizon:{ks[-1]}:1@nodropout"]
     memory_rounds = {config: [] for config in memory_configs}
     for _ in range(rounds):  # interleaved, like the step times; a single probe varies by about 0.1x
         for config in memory_configs:
@@ -222,7 +239,8 @@ def main():
         "cads_e_against_bilevel": {"outer_steps": 100, "k": 5, "bilevel_extrapolated": True, "rows": bilevel},
         "peak_memory_mb": memory,
         "peak_memory_mb_per_round": memory_rounds,
-        "peak_memory_ratio": {c: m / memory["plain"] for c, m in memory.items() if c != "plain"},
+        "peak_memory_ratio": {c: m / memory["plain" + (c[c.index("@"):] if "@" in c else "")]
+                              for c, m in memory.items() if not c.startswith("plain")},
         "quick": options.quick,
     }
     path = write_results("speed" + ("_quick" if options.quick else ""), results, options.output)

@@ -9,6 +9,7 @@ The trainer wraps `super()`; the math lives in `policies`, `objective` and `surr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import logging
@@ -45,10 +46,34 @@ logger = logging.getLogger(__name__)
 
 EXAMPLE_ID = "example_id"
 SELECTION_STATE_NAME = "selection_state.pt"
-# Finite-difference step along the unit validation gradient; small against weight norms, large against fp32 noise.
-ALIGNMENT_STEP = 1e-2
+# Finite-difference steps along the unit validation gradient, small against weight norms and large against rounding.
+# One-sided differences (full precision) need the smaller step: their error is first order in it. On a CNN midway
+# through the scarce-clean benchmark, one-sided at 1e-3 is as close to autograd as central at 1e-2, and one-sided at
+# 1e-2 can flip the sign of a noisy source's alignment.
+ONE_SIDED_STEP = 1e-3
+CENTRAL_STEP = 1e-2
 # The surrogate's final training loss is read on at most this many examples of each subset.
 SURROGATE_EVAL_EXAMPLES = 2048
+
+
+class _RngState:
+    """The random state (CPU and the model's accelerator) at one moment, to replay a forward's dropout masks."""
+
+    def __init__(self, model):
+        device = next(model.parameters()).device
+        self._device = device if device.type == "cuda" else None
+        self._cpu = torch.get_rng_state()
+        self._cuda = torch.cuda.get_rng_state(device) if self._device is not None else None
+
+    @contextlib.contextmanager
+    def replayed(self):
+        """Runs the block from this state, then puts back the state it interrupted."""
+        devices = [self._device] if self._device is not None else []
+        with torch.random.fork_rng(devices=devices, device_type="cuda"):
+            torch.set_rng_state(self._cpu)
+            if self._device is not None:
+                torch.cuda.set_rng_state(self._cuda, self._device)
+            yield
 
 
 class _TaggedSourceSet(SourceSet):
@@ -344,7 +369,7 @@ class CADSTrainer(Trainer):
         # Validation before the training forward: unless the model trains on it, its graph is freed first, so the
         # two graphs are never held at once (peak memory stays near a plain step's).
         keeps_val_graph = measures and self.reward.trains_on_validation
-        val_sum = val_totals = alignment = None
+        val_sum = val_totals = alignment = direction = None
         if measures:
             with torch.set_grad_enabled(keeps_val_graph or self.reward.needs_alignment):
                 val_sum, val_count = self._validation_loss(unwrapped)
@@ -353,12 +378,27 @@ class CADSTrainer(Trainer):
             )
             if self.reward.needs_alignment:
                 val_share = val_sum / val_totals[1].to(val_sum)
-                alignment = self._unit_alignment(unwrapped, inputs, labels, unit_ids, val_share, keeps_val_graph)
+                one_sided = self._one_sided_probe(unwrapped)
+                direction = self._validation_direction(
+                    unwrapped, val_share, keeps_val_graph, ONE_SIDED_STEP if one_sided else CENTRAL_STEP
+                )
+                if not one_sided:
+                    alignment = self._central_alignment(unwrapped, inputs, labels, unit_ids, direction)
+                    direction = None
             if not keeps_val_graph:
                 val_sum = val_sum.detach()
+        rng_before_forward = _RngState(unwrapped) if direction is not None else None
         outputs = model(**inputs)
         loss_sums, counts = self.per_example_loss(outputs, labels)
         units = self._aggregate(loss_sums, counts, unit_ids)
+        if direction is not None:
+            # One-sided: the training forward is the reference. The shifted forward replays its random state, so
+            # that a stochastic layer the check above does not know still draws the same noise in both.
+            with rng_before_forward.replayed():
+                shifted, _ = self._shifted_losses(unwrapped, inputs, labels, direction)
+            del direction
+            derivative = (shifted.double() - loss_sums.detach().double()) / ONE_SIDED_STEP
+            alignment = self._aggregate(derivative, counts, unit_ids).global_means().cpu()
 
         generator = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self._selection_counters["micro_steps"])
         self._selection_counters["micro_steps"] += 1
@@ -439,35 +479,60 @@ class CADSTrainer(Trainer):
             slice(start, start + len(sums)),
         )
 
-    @torch.no_grad()
-    def _unit_alignment(self, unwrapped, inputs, labels, unit_ids, val_share: torch.Tensor, keep_graph: bool) -> torch.Tensor:
-        """<g_val, g_u> for every unit, along the normalized validation gradient, by central differences.
+    def _one_sided_probe(self, unwrapped) -> bool:
+        """Whether the alignment probe is one forward, differenced against the training forward, rather than two
+        forwards in eval mode (central differences).
 
-        One validation backward and two forwards of the batch score every unit at once; both forwards run in eval
-        mode so that dropout does not swamp the difference."""
+        One-sided needs a full-precision forward (under autocast or with half-precision weights a step of 1e-3
+        drowns in rounding) and pays off only where training mode costs what eval mode does: with dropout or batch
+        norm, a training-mode forward is the dearer one (on CPU, dropout doubles it), so two eval forwards win."""
+        full_precision = self.accelerator.mixed_precision == "no" and all(
+            p.dtype in (torch.float32, torch.float64) for p in unwrapped.parameters() if p.requires_grad
+        )
+        def mode_dependent(module) -> bool:
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                return True
+            return isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0
+
+        return full_precision and not any(mode_dependent(m) for m in unwrapped.modules())
+
+    def _validation_direction(self, unwrapped, val_share: torch.Tensor, keep_graph: bool, length: float) -> dict:
+        """The validation gradient (all-reduced), scaled to `length`, as one tensor per trainable parameter.
+        A zero gradient gives a zero step and zero alignments; a non-finite one is caught as NaN."""
         named = [(name, p) for name, p in unwrapped.named_parameters() if p.requires_grad]
         params = [p for _, p in named]
-        with torch.enable_grad():
-            grads = torch.autograd.grad(val_share, params, retain_graph=keep_graph, allow_unused=True)
+        grads = torch.autograd.grad(val_share, params, retain_graph=keep_graph, allow_unused=True)
         flat = [(torch.zeros_like(p) if g is None else g).reshape(-1).float() for p, g in zip(params, grads)]
         step = self.accelerator.reduce(torch.cat(flat), reduction="sum")
         del grads, flat  # one flat copy of the gradient is all the probes need (peak memory)
-        # A zero validation gradient gives a zero step and zero alignments; a non-finite one is caught as NaN.
-        step.mul_(ALIGNMENT_STEP / step.norm().clamp_min(1e-30))
-        steps = dict(zip((name for name, _ in named), step.split([p.numel() for p in params])))
+        step.mul_(length / step.norm().clamp_min(1e-30))
+        return {name: chunk.view_as(p) for (name, p), chunk in zip(named, step.split([p.numel() for p in params]))}
+
+    @torch.no_grad()
+    def _shifted_losses(self, unwrapped, inputs, labels, direction: dict, sign: float = 1.0):
+        """Per-example losses of the model moved by `sign * direction`, in the model's current mode.
+
+        Shifted copies, not in-place edits: the parameters stay those autograd has seen. Buffers are copied too, so
+        that a batch-norm layer in training mode does not update its running statistics twice."""
+        moved = {name: b.clone() for name, b in unwrapped.named_buffers()}
+        moved.update(
+            {name: p + sign * direction[name].to(p.dtype) for name, p in unwrapped.named_parameters() if name in direction}
+        )
+        outputs = torch.func.functional_call(unwrapped, moved, args=(), kwargs=inputs, strict=False)
+        return self.per_example_loss(outputs, labels)
+
+    def _central_alignment(self, unwrapped, inputs, labels, unit_ids, direction: dict) -> torch.Tensor:
+        """<g_val, g_u> for every unit by central differences, both forwards in eval mode so that dropout does not
+        swamp the difference."""
         was_training = unwrapped.training
         unwrapped.eval()
-        shifted = []
         try:
-            for sign in (1.0, -1.0):
-                # Shifted copies, not in-place edits: the parameters stay those autograd has seen.
-                moved = {name: p + sign * steps[name].view_as(p).to(p.dtype) for name, p in named}
-                outputs = torch.func.functional_call(unwrapped, moved, args=(), kwargs=inputs, strict=False)
-                shifted.append(self.per_example_loss(outputs, labels))
+            (plus, counts), (minus, _) = (
+                self._shifted_losses(unwrapped, inputs, labels, direction, sign) for sign in (1.0, -1.0)
+            )
         finally:
             unwrapped.train(was_training)
-        (plus, counts), (minus, _) = shifted
-        derivative = (plus.double() - minus.double()) / (2 * ALIGNMENT_STEP)
+        derivative = (plus.double() - minus.double()) / (2 * CENTRAL_STEP)
         return self._aggregate(derivative, counts, unit_ids).global_means().cpu()
 
     def _validation_loss(self, model) -> tuple[torch.Tensor, torch.Tensor]:
@@ -489,7 +554,14 @@ class CADSTrainer(Trainer):
         for column in (SOURCE_ID, EXAMPLE_ID):
             batch.pop(column, None)
         labels = batch.pop("labels")
-        sums, counts = self.per_example_loss(model(**batch), labels)
+        # In eval mode, as `Trainer.evaluate` measures it: no dropout noise (or its cost) in the direction the
+        # probes follow, and batch-norm statistics never see validation data.
+        was_training = model.training
+        model.eval()
+        try:
+            sums, counts = self.per_example_loss(model(**batch), labels)
+        finally:
+            model.train(was_training)
         return sums.sum(), counts.sum()
 
     def _skip_nonfinite_step(self, model):

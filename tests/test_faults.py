@@ -22,7 +22,7 @@ class PoisonedClassifier(ToyClassifier):
     """Adds NaN or inf to the logits of chosen forward calls of chosen optimizer steps.
 
     `poison` maps a step (0-based) to (value, calls): the calls of that step to poison, counted from 1 in the order
-    the trainer makes them (1: the training batch, 2: the validation batch, 3 and 4: the alignment probes), or ALL.
+    the trainer makes them (1: the validation batch, 2: the training batch, 3: the alignment probe), or ALL.
     """
 
     def __init__(self, poison):

@@ -89,34 +89,75 @@ def test_model_gradient_equals_direct_penalty_gradient(tmp_path):
         torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-6)
 
 
-def test_alignment_equals_autograd_inner_products_with_the_validation_gradient(tmp_path, monkeypatch):
-    """The validation reward's per-source alignment (central differences along the unit validation gradient) is
-    <g_val, g_j> / |g_val| with autograd's gradients, and the model still trains on the sampled mixtures."""
+@pytest.mark.parametrize("dropout, difference", [(0.0, "one-sided"), (0.3, "central"), (0.3, "one-sided")])
+def test_alignment_equals_autograd_inner_products_with_the_validation_gradient(tmp_path, monkeypatch, dropout, difference):
+    """The validation reward's per-source alignment is <g_val, g_j> / |g_val| with autograd's gradients, and the
+    model still trains on the sampled mixtures. A full-precision model without dropout gets a one-sided difference
+    against the training forward; one with dropout gets central differences in eval mode. Forced one-sided with
+    dropout, the shifted forward replays the training forward's masks (a probe that drew fresh masks would be off
+    by orders of magnitude)."""
     sources, validation = toy_sources(val_size=40)
-    model = ToyClassifier()
+    model = ToyClassifier(dropout=dropout)
     args = make_args(tmp_path, reward="validation", selection_eval_batch_size=40)
     trainer = CADSTrainer(model=model, args=args, sources=sources, eval_dataset=validation)
     trainer.reward = ValidationReward()
+    if dropout > 0 and difference == "one-sided":
+        monkeypatch.setattr(trainer, "_one_sided_probe", lambda unwrapped: True)
+    assert trainer._one_sided_probe(model) == (difference == "one-sided")
     seen = []
     monkeypatch.setattr(trainer_module, "evaluate_objective", lambda reward, stats: seen.append(stats) or evaluate_objective(reward, stats))
     batch = trainer.data_collator([trainer.train_dataset[i] for i in list(trainer._get_train_sampler())[:30]])
+    model.train()
+    torch.manual_seed(7)
     loss = trainer.compute_loss(model, dict(batch))
     grads = torch.autograd.grad(loss, list(model.parameters()))
 
+    # The same masks, drawn in the trainer's order (the validation batch runs in eval mode and draws none).
     params = list(model.parameters())
     flat = lambda tensors: torch.cat([t.reshape(-1) for t in tensors]).double()
-    val_batch = trainer.data_collator([validation[i] for i in range(len(validation))])
-    val = torch.nn.functional.cross_entropy(model(val_batch["features"])["logits"], val_batch["labels"])
-    g_val = flat(torch.autograd.grad(val, params))
-    losses = torch.nn.functional.cross_entropy(model(batch["features"])["logits"], batch["labels"], reduction="none")
+    trainer._selection_counters["micro_steps"] = 0
+    torch.manual_seed(7)
+    val_sum, val_count = trainer._validation_loss(model)
+    g_val = flat(torch.autograd.grad(val_sum / val_count, params))
+    loss_fn = lambda: torch.nn.functional.cross_entropy(model(batch["features"])["logits"], batch["labels"], reduction="none")
+    losses = loss_fn()
+    if difference == "central":
+        model.eval()
+        probed = loss_fn()
+        model.train()
+    else:
+        probed = losses
     means = [losses[batch["source_id"] == j].mean() for j in range(3)]
-    expected = torch.stack([flat(torch.autograd.grad(m, params, retain_graph=True)) @ g_val for m in means]) / g_val.norm()
-    torch.testing.assert_close(seen[0].unit_alignment, expected, rtol=2e-3, atol=1e-5)
+    probed_means = [probed[batch["source_id"] == j].mean() for j in range(3)]
+    expected = torch.stack([flat(torch.autograd.grad(m, params, retain_graph=True)) @ g_val for m in probed_means])
+    # One-sided differences err by (step / 2) g'Hg: first order in the step, against second order for central ones.
+    rtol = 1e-2 if difference == "one-sided" else 2e-3
+    torch.testing.assert_close(seen[0].unit_alignment, expected / g_val.norm(), rtol=rtol, atol=1e-5)
 
     weights = seen[0].unit_weights
     train = ((weights * torch.stack(means).double()).sum(-1) / weights.sum(-1)).mean()
     for got, want in zip(grads, torch.autograd.grad(train, params)):
         torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-6)
+
+
+def test_alignment_probe_leaves_batch_norm_statistics_alone(tmp_path, monkeypatch):
+    """Batch norm gets the central probe in eval mode; even forced one-sided (a training-mode forward), the probe
+    runs on copies of the buffers. Either way the running statistics see the training batch once, as in a plain
+    step (the validation batch runs in eval mode)."""
+    for forced in (False, True):
+        sources, validation = toy_sources(val_size=40)
+        model = ToyClassifier()
+        model.net.insert(1, torch.nn.BatchNorm1d(32))
+        args = make_args(tmp_path, reward="horizon")
+        trainer = CADSTrainer(model=model, args=args, sources=sources, eval_dataset=validation)
+        trainer.reward = trainer._build_reward()
+        assert not trainer._one_sided_probe(model)
+        if forced:
+            monkeypatch.setattr(trainer, "_one_sided_probe", lambda unwrapped: True)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in list(trainer._get_train_sampler())[:30]])
+        model.train()
+        trainer.compute_loss(model, dict(batch))
+        assert int(model.net[1].num_batches_tracked) == 1, f"forced one-sided: {forced}"
 
 
 def test_a_reward_that_trains_on_validation_must_say_so(tmp_path):

@@ -36,10 +36,12 @@ def toy_sources(sizes=(300, 300, 300), noise=(0.0, 0.5, 1.0), seed: int = 0, val
 class ToyClassifier(nn.Module):
     """An MLP with the Trainer-facing interface: features + labels in, loss + logits out."""
 
-    def __init__(self, seed: int = 0, hidden: int = 32):
+    def __init__(self, seed: int = 0, hidden: int = 32, dropout: float = 0.0):
         super().__init__()
         torch.manual_seed(seed)
-        self.net = nn.Sequential(nn.Linear(DIM, hidden), nn.ReLU(), nn.Linear(hidden, NUM_CLASSES))
+        self.net = nn.Sequential(
+            nn.Linear(DIM, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, NUM_CLASSES)
+        )
 
     def forward(self, features, labels=None):
         logits = self.net(features)
