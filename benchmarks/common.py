@@ -26,8 +26,9 @@ RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CADS-S variants the benchmarks compare: name -> CADSConfig overrides. Every selection setting is pinned here, so a
 # cached run keeps meaning what its name says when CADSConfig's defaults change.
-_FIRST = {"num_ratio_samples": 4, "selection_learning_rate": 5e-2}  # the settings of the first benchmark runs
-_LOW_VARIANCE = {"num_ratio_samples": 64, "selection_learning_rate": 1e-2}  # 64 samples share one forward pass
+_FIRST = {"num_ratio_samples": 4, "selection_learning_rate": 5e-2, "alignment_probe": "central"}  # the first runs
+# 64 samples share one forward pass.
+_LOW_VARIANCE = {"num_ratio_samples": 64, "selection_learning_rate": 1e-2, "alignment_probe": "central"}
 VARIANTS = {
     "penalty": {"reward": "penalty", "selection_averaging": "mean", **_FIRST},
     "validation_mean": {"reward": "validation", "selection_averaging": "mean", **_FIRST},
@@ -35,6 +36,9 @@ VARIANTS = {
     "horizon_k64": {"reward": "horizon", "selection_averaging": "mean", **_LOW_VARIANCE},
     "horizon_k64_last": {"reward": "horizon", "selection_averaging": "last", **_LOW_VARIANCE},
     "horizon_k64_tail": {"reward": "horizon", "selection_averaging": "tail", **_LOW_VARIANCE},
+    # The same with the cheaper one-sided alignment probe (one forward fewer per step).
+    "horizon_k64_tail_one_sided": {"reward": "horizon", "selection_averaging": "tail", **_LOW_VARIANCE,
+                                   "alignment_probe": "one_sided"},
     # The same with a quarter of the validation batch: a cheaper step, if the selection holds up.
     "horizon_k64_tail_val32": {"reward": "horizon", "selection_averaging": "tail", "selection_eval_batch_size": 32,
                                **_LOW_VARIANCE},

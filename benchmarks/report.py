@@ -105,10 +105,11 @@ def speed_lines(results: dict) -> list[str]:
         "steps; the median step, or with a measure interval n the median over windows of n steps of their mean) "
         "divided by the plain run's median step of the same round.",
         "",
-        "| reward | K | measure interval | dropout | step / plain step |",
-        "|---|---|---|---|---|",
+        "| reward | K | measure interval | alignment probe | dropout | step / plain step |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['reward']} | {r['K']} | {r.get('measure_interval', 1)} | {r.get('dropout', 0.1):g} | "
+    lines += [f"| {r['reward']} | {r['K']} | {r.get('measure_interval', 1)} | "
+              f"{r.get('alignment_probe', 'central') if r['reward'] != 'penalty' else '-'} | {r.get('dropout', 0.1):g} | "
               f"{r['ratio_to_plain']:.2f} |" for r in results["rows"]]
     lines += ["", "Peak memory of training (above the resident size before training; median over the rounds), over plain `Trainer`'s:", "",
               "| configuration | peak MB | ratio |", "|---|---|---|",
@@ -143,8 +144,8 @@ def speed_goal_lines(results: dict) -> list[str]:
     for row in results["rows"]:
         if row["reward"] != "penalty" and row["K"] == max(r["K"] for r in results["rows"]):
             lines.append(f"- search step, `{row['reward']}`, K = {row['K']}, measure interval "
-                         f"{row.get('measure_interval', 1)}, dropout {row.get('dropout', 0.1):g}: "
-                         f"{verdict(row['ratio_to_plain'], 2.0)}")
+                         f"{row.get('measure_interval', 1)}, {row.get('alignment_probe', 'central')} probe, dropout "
+                         f"{row.get('dropout', 0.1):g}: {verdict(row['ratio_to_plain'], 2.0)}")
     steps = [r["ratio_to_plain"] for r in results["rows"]
              if r.get("measure_interval", 1) == 1 and r["reward"] != "penalty" and r.get("dropout", 0.1) > 0]
     lines.append(f"- flat in K: every-step rewards from {min(steps):.2f}x to {max(steps):.2f}x over K = "

@@ -1,9 +1,9 @@
 """speed: a CADS-S search step against a plain Trainer step on the same model and batch, and peak memory.
 
 (a) Step time. A small GPT-2 (4 layers, 128 wide, built from a config) trains on random token sequences split into
-three sources, batch 12 x 128 tokens, validation batch 6. GPT-2's dropout of 0.1 is kept, and one row repeats the
-default with dropout 0 (as in Llama-style models; suffix `@nodropout`), against a plain run of that model: without
-dropout the alignment probe is one forward instead of two. Configurations run interleaved in rounds (plain, then each
+three sources, batch 12 x 128 tokens, validation batch 6. GPT-2's dropout of 0.1 is kept; two rows repeat the
+default with dropout 0 (as in Llama-style models; suffix `@nodropout`), against a plain run of that model, with the
+default central alignment probe and with `alignment_probe="one_sided"` (one forward fewer). Configurations run interleaved in rounds (plain, then each
 reward x K x measure interval) so that background load hits them alike; each run times `--steps` optimizer steps
 with a callback and, after the warmup, keeps the median over windows of `selection_measure_interval` consecutive
 steps of the window's mean step time (one measured step and the plain ones after it; for interval 1, the median
@@ -76,7 +76,7 @@ def make_model(dropout: float = 0.1):
 
 
 def parse(config: str) -> tuple[str, float]:
-    """("plain" or "<reward>:<K>:<measure interval>", dropout) of a configuration name."""
+    """("plain" or "<reward>:<K>:<measure interval>[:<alignment probe>]", dropout) of a configuration name."""
     name, _, variant = config.partition("@")
     return name, 0.0 if variant == "nodropout" else 0.1
 
@@ -90,8 +90,7 @@ def common_args(steps: int, **extra) -> dict:
 
 
 def run(config: str, steps: int, on_start=None) -> list[float]:
-    """Train `steps` steps of `config` ("plain" or "<reward>:<K>:<measure interval>", with "@nodropout" for the
-    dropout-free model); returns the time of every step. `on_start` is called once everything is built, just before
+    """Train `steps` steps of `config` (see `parse`; "@nodropout" for the dropout-free model); returns the time of every step. `on_start` is called once everything is built, just before
     training."""
     sources, validation = token_sources()
     common = common_args(steps)
@@ -102,9 +101,10 @@ def run(config: str, steps: int, on_start=None) -> list[float]:
         trainer = Trainer(model=make_model(dropout), args=TrainingArguments(**common), train_dataset=union,
                           callbacks=[timer])
     else:
-        reward, k, interval = config.split(":")
+        reward, k, interval, *probe = config.split(":")
         args = CADSConfig(**common, compute_budget=10_000, num_ratio_samples=int(k), reward=reward,
-                          selection_measure_interval=int(interval), selection_eval_batch_size=VAL_BATCH)
+                          selection_measure_interval=int(interval), selection_eval_batch_size=VAL_BATCH,
+                          alignment_probe=probe[0] if probe else "central")
         # The penalty's surrogate is given (its collection is a separate, one-off cost measured in noisy_sources).
         surrogate = LossSurrogate([100, 400, 768], [5.0, 5.5, 6.0]) if reward == "penalty" else None
         trainer = CADSTrainer(model=make_model(dropout), args=args, sources=sources, eval_dataset=validation,
@@ -196,7 +196,7 @@ def main():
     ks = (2, 64) if options.quick else (2, 4, 16, 64)
     configs = [f"{reward}:{k}:1" for reward in ("validation", "horizon", "penalty") for k in ks]
     configs += [f"{reward}:{ks[-1]}:2" for reward in ("validation", "horizon")]
-    configs += [f"horizon:{ks[-1]}:1@nodropout"]
+    configs += [f"horizon:{ks[-1]}:1@nodropout", f"horizon:{ks[-1]}:1:one_sided@nodropout"]
     run("plain", 3)  # the first timing in a fresh process is unreliable: warm everything once
     ratios = {config: [] for config in configs}
     plain_medians = []
@@ -211,7 +211,8 @@ def main():
             print(config, round(ratios[config][-1], 3), flush=True)
     rows = [
         {"reward": name.split(":")[0], "K": int(name.split(":")[1]), "measure_interval": int(name.split(":")[2]),
-         "dropout": dropout, "ratio_to_plain": statistics.median(r), "per_round": r}
+         "alignment_probe": (name.split(":")[3:] or ["central"])[0], "dropout": dropout,
+         "ratio_to_plain": statistics.median(r), "per_round": r}
         for (name, dropout), r in ((parse(c), r) for c, r in ratios.items())
     ]
     e2e_steps = 10 if options.quick else 40
@@ -221,7 +222,7 @@ def main():
     bilevel = [cads_e_against_bilevel(s) for s in ((5, 10) if options.quick else (10, 20, 40))]
     print("bilevel", bilevel, flush=True)
     memory_configs = ["plain"] + [f"{reward}:{ks[-1]}:1" for reward in ("validation", "horizon", "penalty")]
-    memory_configs += ["plain@nodropout", f"horizon:{ks[-1]}:1@nodropout"]
+    memory_configs += ["plain@nodropout", f"horizon:{ks[-1]}:1@nodropout", f"horizon:{ks[-1]}:1:one_sided@nodropout"]
     memory_rounds = {config: [] for config in memory_configs}
     for _ in range(rounds):  # interleaved, like the step times; a single probe varies by about 0.1x
         for config in memory_configs:

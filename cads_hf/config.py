@@ -12,6 +12,7 @@ SELECTION_LEVELS = ("source", "example")
 SURROGATE_KINDS = ("spline", "loglinear")
 NONFINITE_POLICIES = ("skip", "stop")
 AVERAGING = ("last", "mean", "tail")
+ALIGNMENT_PROBES = ("central", "one_sided")
 
 
 @dataclass
@@ -80,6 +81,14 @@ class CADSConfig(TrainingArguments):
             Subset fractions at which the surrogate l(n) is measured (paper §C; 5 points suffice, Table 8).
         surrogate_kind (`str`, defaults to `"spline"`):
             `"spline"` (cubic spline in log space, the paper's choice) or `"loglinear"`.
+        alignment_probe (`str`, defaults to `"central"`):
+            How the validation-driven rewards measure <g_val, g_u> for every unit at once, by a finite difference
+            along the validation gradient. `"central"`: two extra forwards in eval mode (step 1e-2). `"one_sided"`:
+            one extra forward, differenced against the training forward (step 1e-3) and replaying its random state,
+            so dropout draws the same masks in both; it needs full precision (no `bf16`/`fp16`). One-sided makes the
+            search step cheaper where a training-mode forward costs what an eval one does (no dropout: 1.8x a plain
+            step instead of 2.2x in `benchmarks/speed.py`) but selected worse in the scarce-clean benchmark (0.3-1.1
+            points lower over 5 seeds; README, "Which reward"), so central is the default.
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
         selection_averaging (`str`, defaults to `"tail"`):
@@ -136,6 +145,10 @@ class CADSConfig(TrainingArguments):
     surrogate_kind: str = field(
         default="spline", metadata={"help": "Surrogate fit in log space: 'spline' (cubic) or 'loglinear'."}
     )
+    alignment_probe: str = field(
+        default="central",
+        metadata={"help": "Alignment measurement: 'central' (two eval forwards) or 'one_sided' (one forward; full precision)."},
+    )
     selection_eval_batch_size: int | None = field(
         default=None, metadata={"help": "Validation examples per step for L_val; default per_device_eval_batch_size."}
     )
@@ -191,6 +204,12 @@ class CADSConfig(TrainingArguments):
             "at least two fractions in (0, 1]",
         )
         check(self.surrogate_kind in SURROGATE_KINDS, "surrogate_kind", f"one of {SURROGATE_KINDS}")
+        check(self.alignment_probe in ALIGNMENT_PROBES, "alignment_probe", f"one of {ALIGNMENT_PROBES}")
+        check(
+            self.alignment_probe == "central" or not (self.bf16 or self.fp16),
+            "alignment_probe",
+            "'central' with bf16 or fp16 (a one-sided step of 1e-3 drowns in half-precision rounding)",
+        )
         check(
             self.selection_eval_batch_size is None or self.selection_eval_batch_size >= 1,
             "selection_eval_batch_size",

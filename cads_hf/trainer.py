@@ -46,10 +46,9 @@ logger = logging.getLogger(__name__)
 
 EXAMPLE_ID = "example_id"
 SELECTION_STATE_NAME = "selection_state.pt"
-# Finite-difference steps along the unit validation gradient, small against weight norms and large against rounding.
-# One-sided differences (full precision) need the smaller step: their error is first order in it. On a CNN midway
-# through the scarce-clean benchmark, one-sided at 1e-3 is as close to autograd as central at 1e-2, and one-sided at
-# 1e-2 can flip the sign of a noisy source's alignment.
+# Finite-difference steps along the unit validation gradient (`CADSConfig.alignment_probe`), small against weight
+# norms and large against rounding. One-sided differences need the smaller step, their error being first order in
+# it: on a CNN late in the scarce-clean benchmark, one-sided at 1e-2 flipped the sign of a noisy source's alignment.
 ONE_SIDED_STEP = 1e-3
 CENTRAL_STEP = 1e-2
 # The surrogate's final training loss is read on at most this many examples of each subset.
@@ -179,6 +178,12 @@ class CADSTrainer(Trainer):
             raise ValueError(
                 f"selection_measure_interval={args.selection_measure_interval} needs a reward whose model objective "
                 f"needs no measurement; {reward_cls.__name__} measures every step."
+            )
+        half = {p.dtype for p in model.parameters() if p.requires_grad} - {torch.float32, torch.float64}
+        if args.alignment_probe == "one_sided" and half:
+            raise ValueError(
+                f"alignment_probe='one_sided' needs full-precision trainable weights, got {sorted(map(str, half))}: "
+                "a step of 1e-3 drowns in their rounding. Use alignment_probe='central'."
             )
         # Rewards that train on the selection measure each source twice: its selected (seen) and left-out examples.
         self._split_units = args.selection_level == "source" and reward_cls.trains_on_selection
@@ -378,7 +383,7 @@ class CADSTrainer(Trainer):
             )
             if self.reward.needs_alignment:
                 val_share = val_sum / val_totals[1].to(val_sum)
-                one_sided = self._one_sided_probe(unwrapped)
+                one_sided = self.args.alignment_probe == "one_sided"
                 direction = self._validation_direction(
                     unwrapped, val_share, keeps_val_graph, ONE_SIDED_STEP if one_sided else CENTRAL_STEP
                 )
@@ -392,8 +397,8 @@ class CADSTrainer(Trainer):
         loss_sums, counts = self.per_example_loss(outputs, labels)
         units = self._aggregate(loss_sums, counts, unit_ids)
         if direction is not None:
-            # One-sided: the training forward is the reference. The shifted forward replays its random state, so
-            # that a stochastic layer the check above does not know still draws the same noise in both.
+            # One-sided: the training forward is the reference, and the shifted forward replays its random state so
+            # that dropout (or any stochastic layer) draws the same noise in both.
             with rng_before_forward.replayed():
                 shifted, _ = self._shifted_losses(unwrapped, inputs, labels, direction)
             del direction
@@ -478,23 +483,6 @@ class CADSTrainer(Trainer):
             self.accelerator.gather(counts.double()),
             slice(start, start + len(sums)),
         )
-
-    def _one_sided_probe(self, unwrapped) -> bool:
-        """Whether the alignment probe is one forward, differenced against the training forward, rather than two
-        forwards in eval mode (central differences).
-
-        One-sided needs a full-precision forward (under autocast or with half-precision weights a step of 1e-3
-        drowns in rounding) and pays off only where training mode costs what eval mode does: with dropout or batch
-        norm, a training-mode forward is the dearer one (on CPU, dropout doubles it), so two eval forwards win."""
-        full_precision = self.accelerator.mixed_precision == "no" and all(
-            p.dtype in (torch.float32, torch.float64) for p in unwrapped.parameters() if p.requires_grad
-        )
-        def mode_dependent(module) -> bool:
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                return True
-            return isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0
-
-        return full_precision and not any(mode_dependent(m) for m in unwrapped.modules())
 
     def _validation_direction(self, unwrapped, val_share: torch.Tensor, keep_graph: bool, length: float) -> dict:
         """The validation gradient (all-reduced), scaled to `length`, as one tensor per trainable parameter.

@@ -89,21 +89,17 @@ def test_model_gradient_equals_direct_penalty_gradient(tmp_path):
         torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("dropout, difference", [(0.0, "one-sided"), (0.3, "central"), (0.3, "one-sided")])
-def test_alignment_equals_autograd_inner_products_with_the_validation_gradient(tmp_path, monkeypatch, dropout, difference):
+@pytest.mark.parametrize("dropout, probe", [(0.0, "central"), (0.3, "central"), (0.0, "one_sided"), (0.3, "one_sided")])
+def test_alignment_equals_autograd_inner_products_with_the_validation_gradient(tmp_path, monkeypatch, dropout, probe):
     """The validation reward's per-source alignment is <g_val, g_j> / |g_val| with autograd's gradients, and the
-    model still trains on the sampled mixtures. A full-precision model without dropout gets a one-sided difference
-    against the training forward; one with dropout gets central differences in eval mode. Forced one-sided with
-    dropout, the shifted forward replays the training forward's masks (a probe that drew fresh masks would be off
-    by orders of magnitude)."""
+    model still trains on the sampled mixtures. Central differences run in eval mode; the one-sided probe
+    differences against the training forward and replays its dropout masks (a probe that drew fresh masks would be
+    off by orders of magnitude)."""
     sources, validation = toy_sources(val_size=40)
     model = ToyClassifier(dropout=dropout)
-    args = make_args(tmp_path, reward="validation", selection_eval_batch_size=40)
+    args = make_args(tmp_path, reward="validation", selection_eval_batch_size=40, alignment_probe=probe)
     trainer = CADSTrainer(model=model, args=args, sources=sources, eval_dataset=validation)
     trainer.reward = ValidationReward()
-    if dropout > 0 and difference == "one-sided":
-        monkeypatch.setattr(trainer, "_one_sided_probe", lambda unwrapped: True)
-    assert trainer._one_sided_probe(model) == (difference == "one-sided")
     seen = []
     monkeypatch.setattr(trainer_module, "evaluate_objective", lambda reward, stats: seen.append(stats) or evaluate_objective(reward, stats))
     batch = trainer.data_collator([trainer.train_dataset[i] for i in list(trainer._get_train_sampler())[:30]])
@@ -121,7 +117,7 @@ def test_alignment_equals_autograd_inner_products_with_the_validation_gradient(t
     g_val = flat(torch.autograd.grad(val_sum / val_count, params))
     loss_fn = lambda: torch.nn.functional.cross_entropy(model(batch["features"])["logits"], batch["labels"], reduction="none")
     losses = loss_fn()
-    if difference == "central":
+    if probe == "central":
         model.eval()
         probed = loss_fn()
         model.train()
@@ -131,7 +127,7 @@ def test_alignment_equals_autograd_inner_products_with_the_validation_gradient(t
     probed_means = [probed[batch["source_id"] == j].mean() for j in range(3)]
     expected = torch.stack([flat(torch.autograd.grad(m, params, retain_graph=True)) @ g_val for m in probed_means])
     # One-sided differences err by (step / 2) g'Hg: first order in the step, against second order for central ones.
-    rtol = 1e-2 if difference == "one-sided" else 2e-3
+    rtol = 1e-2 if probe == "one_sided" else 2e-3
     torch.testing.assert_close(seen[0].unit_alignment, expected / g_val.norm(), rtol=rtol, atol=1e-5)
 
     weights = seen[0].unit_weights
@@ -140,24 +136,30 @@ def test_alignment_equals_autograd_inner_products_with_the_validation_gradient(t
         torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-6)
 
 
-def test_alignment_probe_leaves_batch_norm_statistics_alone(tmp_path, monkeypatch):
-    """Batch norm gets the central probe in eval mode; even forced one-sided (a training-mode forward), the probe
-    runs on copies of the buffers. Either way the running statistics see the training batch once, as in a plain
-    step (the validation batch runs in eval mode)."""
-    for forced in (False, True):
+def test_alignment_probe_leaves_batch_norm_statistics_alone(tmp_path):
+    """The validation batch runs in eval mode, the central probe too, and the one-sided probe's training-mode
+    forward on copies of the buffers: with either probe, batch-norm running statistics see the training batch
+    once, as in a plain step."""
+    for probe in ("central", "one_sided"):
         sources, validation = toy_sources(val_size=40)
         model = ToyClassifier()
         model.net.insert(1, torch.nn.BatchNorm1d(32))
-        args = make_args(tmp_path, reward="horizon")
+        args = make_args(tmp_path, reward="horizon", alignment_probe=probe)
         trainer = CADSTrainer(model=model, args=args, sources=sources, eval_dataset=validation)
         trainer.reward = trainer._build_reward()
-        assert not trainer._one_sided_probe(model)
-        if forced:
-            monkeypatch.setattr(trainer, "_one_sided_probe", lambda unwrapped: True)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in list(trainer._get_train_sampler())[:30]])
         model.train()
         trainer.compute_loss(model, dict(batch))
-        assert int(model.net[1].num_batches_tracked) == 1, f"forced one-sided: {forced}"
+        assert int(model.net[1].num_batches_tracked) == 1, probe
+
+
+def test_one_sided_probe_needs_full_precision(tmp_path):
+    with pytest.raises(ValueError, match="alignment_probe"):
+        make_args(tmp_path, alignment_probe="one_sided", bf16=True)
+    sources, validation = toy_sources(val_size=40)
+    with pytest.raises(ValueError, match="full-precision trainable weights.*bfloat16"):
+        CADSTrainer(model=ToyClassifier().to(torch.bfloat16), args=make_args(tmp_path, alignment_probe="one_sided"),
+                    sources=sources, eval_dataset=validation)
 
 
 def test_a_reward_that_trains_on_validation_must_say_so(tmp_path):
