@@ -118,9 +118,9 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=None, help="Seeds 0..n-1 (default 3; --quick: 1).")
     parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 5000, 10000, 20000])
-    parser.add_argument("--variants", nargs="+", default=None, choices=sorted(VARIANTS),
+    parser.add_argument("--variants", nargs="*", default=None, choices=sorted(VARIANTS),
                         help=f"CADS-S variants (default: validation_mean, horizon_mean, {DEFAULT_VARIANT}, penalty; "
-                             "--quick: the default only).")
+                             "--quick: the default only; none: the fixed mixtures alone).")
     parser.add_argument("--penalty_max_budget", type=int, default=5000)
     parser.add_argument("--search_fraction", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2)

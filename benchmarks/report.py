@@ -76,6 +76,28 @@ def verdict_lines(results: dict, variant: str, scale: float, unit: str, lower_is
     return lines
 
 
+def cost_table(results: dict) -> list[str]:
+    """Each variant's selection cost (surrogate + search wall time over the final run's), per budget."""
+    variants = sorted({k for r in results["rows"] for k in r if k.startswith("cads_")})
+    lines = ["| budget | " + " | ".join(v[5:] for v in variants) + " |", "|" + "---|" * (len(variants) + 1)]
+    for row in results["rows"]:
+        lines.append(f"| {row['budget']} | " + " | ".join(
+            f"{row[v]['selection_cost_over_final']:.1f}x" if v in row else "–" for v in variants) + " |")
+    return lines
+
+
+def crossover_lines(results: dict) -> list[str]:
+    """Per budget, which of best-source and full data wins and what the oracle picks (lower is better)."""
+    lines = []
+    for row in results["rows"]:
+        best, full = row["best_source"]["mean"], row["full"]["mean"]
+        picks = sorted(set(row["oracle"]["chosen"]))
+        lines.append(f"- budget {row['budget']} ({row['epochs']:.2f} epochs of the union): "
+                     f"{'best-source' if best < full else 'full data'} wins ({best:.2f} against {full:.2f}); "
+                     f"the oracle picks {', '.join(picks)}.")
+    return lines
+
+
 def ratio_table(results: dict) -> list[str]:
     rows = results["rows"]
     names = list(results["sources"])
@@ -321,6 +343,11 @@ def section() -> str:
             "",
             *verdict_lines(five, "cads_" + DEFAULT, 100, "%", lower_is_better=False),
             "",
+            "Selection cost (surrogate + search, wall time over the final run's; mean over seeds, two runs at a time "
+            "on 2 cores):",
+            "",
+            *cost_table(five),
+            "",
         ]
     paper = load("noisy_sources_paper")
     if paper:
@@ -358,6 +385,18 @@ def section() -> str:
             *ratio_table(instruct),
             "",
             *figure(f"{instruct_stem}_trajectories", "the default's ratios during the search, per budget"),
+        ]
+    fixed_only = load("instruct_mix_fixed")
+    if fixed_only:
+        parts += [
+            f"Fixed mixtures alone at the full budgets, seeds {fixed_only['seeds']} (`benchmarks/instruct_mix.py "
+            f"--variants --seeds {len(fixed_only['seeds'])} --output benchmarks/results/instruct_mix_fixed.json`): "
+            "does the oracle cross over from best-source to full data as the budget grows?",
+            "",
+            *mixture_table(fixed_only, 1, 2, "samples"),
+            "",
+            *crossover_lines(fixed_only),
+            "",
         ]
     stem, spectral = latest("spectral_bias")
     if spectral:

@@ -153,7 +153,7 @@ def cads_e_against_bilevel(steps: int, outer_steps: int = 100, k: int = 5) -> di
     start = time.perf_counter()
     bilevel_args = CADSConfig(**common_args(steps, per_device_eval_batch_size=32), compute_budget=budget,
                               selection_level="example", num_ratio_samples=k)
-    BilevelCADS(make_model, pool, validation, bilevel_args).step()
+    BilevelCADS(lambda: make_model(), pool, validation, bilevel_args).step()  # model_init: no arguments
     outer_step_s = time.perf_counter() - start
     return {"budget_samples": budget, "cads_e_s": cads_e_s, "bilevel_outer_step_s": outer_step_s,
             "bilevel_s": outer_step_s * outer_steps, "speedup": outer_step_s * outer_steps / cads_e_s}

@@ -86,9 +86,9 @@ class CADSConfig(TrainingArguments):
             along the validation gradient. `"central"`: two extra forwards in eval mode (step 1e-2). `"one_sided"`:
             one extra forward, differenced against the training forward (step 1e-3) and replaying its random state,
             so dropout draws the same masks in both; it needs full precision (no `bf16`/`fp16`). One-sided makes the
-            search step cheaper where a training-mode forward costs what an eval one does (no dropout: 1.8x a plain
-            step instead of 2.2x in `benchmarks/speed.py`) but selected worse in the scarce-clean benchmark (0.3-1.1
-            points lower over 5 seeds; README, "Which reward"), so central is the default.
+            search step cheaper (on a GPT-2 without dropout in `benchmarks/speed.py`: 1.35x a plain step instead of
+            1.53x) but selected worse in the scarce-clean benchmark (0.3-1.1 points lower over 5 seeds; README,
+            "Which reward"), so central is the default.
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
         selection_averaging (`str`, defaults to `"tail"`):
