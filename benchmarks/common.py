@@ -169,7 +169,8 @@ def plot(rows, names, path, metric_label):
     import matplotlib.pyplot as plt
 
     variants = sorted({k for r in rows for k in r if k.startswith("cads_")})
-    fig, axes = plt.subplots(1, len(variants) + 1, figsize=(4.5 * (len(variants) + 1), 4), sharey=True)
+    fig, axes = plt.subplots(1, len(variants) + 1, figsize=(4.5 * (len(variants) + 1), 4), sharey=True, squeeze=False)
+    axes = axes[0]  # one row; a run of fixed mixtures alone has the oracle's panel only
     for ax, variant in zip(axes, variants):
         present = [r for r in rows if variant in r]
         for name in names:

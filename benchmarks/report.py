@@ -93,8 +93,8 @@ def crossover_lines(results: dict) -> list[str]:
         best, full = row["best_source"]["mean"], row["full"]["mean"]
         picks = sorted(set(row["oracle"]["chosen"]))
         lines.append(f"- budget {row['budget']} ({row['epochs']:.2f} epochs of the union): "
-                     f"{'best-source' if best < full else 'full data'} wins ({best:.2f} against {full:.2f}); "
-                     f"the oracle picks {', '.join(picks)}.")
+                     f"{'best-source' if best < full else 'full data'} wins (best-source {best:.2f}, full data "
+                     f"{full:.2f}); the oracle picks {', '.join(picks)}.")
     return lines
 
 
@@ -397,6 +397,7 @@ def section() -> str:
             "",
             *crossover_lines(fixed_only),
             "",
+            *figure("instruct_mix_fixed", "the oracle's mixture against the budget, fixed mixtures at the full budgets"),
         ]
     stem, spectral = latest("spectral_bias")
     if spectral:
