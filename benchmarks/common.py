@@ -161,6 +161,11 @@ def summarize(fixed, cads, budgets, seeds, names, grid_keys, single_keys, union,
     return rows
 
 
+def cads_columns(rows) -> list[str]:
+    """The CADS variants' columns ("cads_<variant>") that summary rows hold, sorted."""
+    return sorted({k for r in rows for k in r if k.startswith("cads_")})
+
+
 def plot(rows, names, path, metric_label):
     """Learned ratios against the budget, one panel per CADS variant, beside the oracle's chosen mixture."""
     import matplotlib
@@ -168,7 +173,7 @@ def plot(rows, names, path, metric_label):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    variants = sorted({k for r in rows for k in r if k.startswith("cads_")})
+    variants = cads_columns(rows)
     fig, axes = plt.subplots(1, len(variants) + 1, figsize=(4.5 * (len(variants) + 1), 4), sharey=True, squeeze=False)
     axes = axes[0]  # one row; a run of fixed mixtures alone has the oracle's panel only
     for ax, variant in zip(axes, variants):

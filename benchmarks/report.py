@@ -9,7 +9,7 @@ import json
 import os
 
 from common import DEFAULT_VARIANT as DEFAULT
-from common import REPO_ROOT, RESULTS_DIR
+from common import REPO_ROOT, RESULTS_DIR, cads_columns
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -29,7 +29,7 @@ def cell(stat: dict | None, scale: float, digits: int) -> str:
 
 def mixture_table(results: dict, scale: float, digits: int, unit: str) -> list[str]:
     rows = results["rows"]
-    variants = sorted({k for r in rows for k in r if k.startswith("cads_")})
+    variants = cads_columns(rows)
     columns = ["best_source", "full", "uniform", "oracle", *variants]
     labels = {"best_source": "Best-source", "full": "Full-dataset", "uniform": "Uniform (0.5)", "oracle": "Oracle"}
     lines = [
@@ -78,7 +78,7 @@ def verdict_lines(results: dict, variant: str, scale: float, unit: str, lower_is
 
 def cost_table(results: dict) -> list[str]:
     """Each variant's selection cost (surrogate + search wall time over the final run's), per budget."""
-    variants = sorted({k for r in results["rows"] for k in r if k.startswith("cads_")})
+    variants = cads_columns(results["rows"])
     lines = ["| budget | " + " | ".join(v[5:] for v in variants) + " |", "|" + "---|" * (len(variants) + 1)]
     for row in results["rows"]:
         lines.append(f"| {row['budget']} | " + " | ".join(
@@ -101,7 +101,7 @@ def crossover_lines(results: dict) -> list[str]:
 def ratio_table(results: dict) -> list[str]:
     rows = results["rows"]
     names = list(results["sources"])
-    variants = sorted({k for r in rows for k in r if k.startswith("cads_")})
+    variants = cads_columns(rows)
     lines = ["| budget | variant | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
     for row in rows:
         for variant in variants:
