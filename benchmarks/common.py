@@ -26,9 +26,11 @@ RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CADS-S variants the benchmarks compare: name -> CADSConfig overrides. Every selection setting is pinned here, so a
 # cached run keeps meaning what its name says when CADSConfig's defaults change.
-_FIRST = {"num_ratio_samples": 4, "selection_learning_rate": 5e-2, "alignment_probe": "central"}  # the first runs
+_FIRST = {"num_ratio_samples": 4, "selection_learning_rate": 5e-2, "alignment_probe": "central",
+          "validation_calibration": "none"}  # the first runs
 # 64 samples share one forward pass.
-_LOW_VARIANCE = {"num_ratio_samples": 64, "selection_learning_rate": 1e-2, "alignment_probe": "central"}
+_LOW_VARIANCE = {"num_ratio_samples": 64, "selection_learning_rate": 1e-2, "alignment_probe": "central",
+                 "validation_calibration": "none"}
 VARIANTS = {
     "penalty": {"reward": "penalty", "selection_averaging": "mean", **_FIRST},
     "validation_mean": {"reward": "validation", "selection_averaging": "mean", **_FIRST},
@@ -39,6 +41,9 @@ VARIANTS = {
     # The same with the cheaper one-sided alignment probe (one forward fewer per step).
     "horizon_k64_tail_one_sided": {"reward": "horizon", "selection_averaging": "tail", **_LOW_VARIANCE,
                                    "alignment_probe": "one_sided"},
+    # The same, minimizing the temperature-calibrated validation loss (accuracy is the metric, not likelihood).
+    "horizon_k64_tail_calibrated": {"reward": "horizon", "selection_averaging": "tail", **_LOW_VARIANCE,
+                                    "validation_calibration": "temperature"},
     # The same with a quarter of the validation batch: a cheaper step, if the selection holds up.
     "horizon_k64_tail_val32": {"reward": "horizon", "selection_averaging": "tail", "selection_eval_batch_size": 32,
                                **_LOW_VARIANCE},

@@ -304,6 +304,28 @@ def subset_table(results: dict) -> list[str]:
     return lines
 
 
+def criteria_table(criteria: dict, calibrated: dict | None) -> list[str]:
+    """Per budget, the mixture each validation criterion picks per seed and its test accuracy, beside the default
+    search's (and the calibrated search's) test accuracy on the same seeds."""
+    labels = {"accuracy": "accuracy", "cross_entropy": "cross-entropy", "calibrated_cross_entropy": "calibrated CE"}
+    searches = {}
+    if calibrated and calibrated["seeds"] == criteria["seeds"]:
+        searches = {row["budget"]: row for row in calibrated["rows"]}
+    columns = [c for c in ("cads_" + DEFAULT, "cads_horizon_k64_tail_calibrated")
+               if any(c in row for row in searches.values())]
+    lines = ["| budget (epochs) | " + " | ".join(f"picked by {label}" for label in labels.values())
+             + "".join(f" | CADS-S {c[5:]}" for c in columns) + " |", "|" + "---|" * (len(labels) + len(columns) + 1)]
+    for row in criteria["rows"]:
+        cells = []
+        for criterion in labels:
+            pick = row["picks"][criterion]
+            chosen = " / ".join(",".join(f"{x:g}" for x in json.loads(c)) for c in pick["chosen"])
+            cells.append(f"{cell(pick['test_accuracy'], 100, 1)} ({chosen})")
+        cells += [cell(searches.get(row["budget"], {}).get(c), 100, 1) for c in columns]
+        lines.append(f"| {row['epochs']:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def section() -> str:
     parts = []
     scarce = load("noisy_sources_scarce")
@@ -349,6 +371,30 @@ def section() -> str:
             *cost_table(five),
             "",
         ]
+    calibrated = load("noisy_sources_scarce_calibrated")
+    if calibrated:
+        parts += [
+            "The default against the same search minimizing the temperature-calibrated validation loss "
+            f"(`validation_calibration=\"temperature\"`), seeds {calibrated['seeds']} (`benchmarks/noisy_sources.py "
+            f"--rewards {' '.join(calibrated['variants'])} --seeds 2 --output "
+            "benchmarks/results/noisy_sources_scarce_calibrated.json`):",
+            "",
+            *mixture_table(calibrated, 100, 1, "samples"),
+            "",
+            *ratio_table(calibrated),
+            "",
+        ]
+    criteria = load("validation_criteria")
+    if criteria:
+        parts += [
+            "Which fixed mixture each validation criterion picks (`benchmarks/validation_criteria.py`; the scarce "
+            f"grid plus clean + half of the 20% source, seeds {criteria['seeds']}): the test accuracy of each pick, "
+            "the picks per seed (ratios of the 0/20/40/60/80% sources), and the searches' test accuracy on the same "
+            "seeds:",
+            "",
+            *criteria_table(criteria, calibrated),
+            "",
+        ]
     paper = load("noisy_sources_paper")
     if paper:
         parts += [
@@ -386,18 +432,24 @@ def section() -> str:
             "",
             *figure(f"{instruct_stem}_trajectories", "the default's ratios during the search, per budget"),
         ]
-    fixed_only = load("instruct_mix_fixed")
-    if fixed_only:
+    full = load("instruct_mix_full_1seed")
+    if full:
         parts += [
-            f"Fixed mixtures alone at the full budgets, seeds {fixed_only['seeds']} (`benchmarks/instruct_mix.py "
-            f"--variants --seeds {len(fixed_only['seeds'])} --output benchmarks/results/instruct_mix_fixed.json`): "
-            "does the oracle cross over from best-source to full data as the budget grows?",
+            f"At the full mode's budgets, seeds {full['seeds']} (`benchmarks/instruct_mix.py --variants "
+            f"{' '.join(full['variants'])} --seeds {len(full['seeds'])} --output "
+            "benchmarks/results/instruct_mix_full_1seed.json`; the 3-seed full mode has not been run): does the "
+            "oracle cross over from best-source to full data as the budget grows, and does the default follow?",
             "",
-            *mixture_table(fixed_only, 1, 2, "samples"),
+            *mixture_table(full, 1, 2, "samples"),
             "",
-            *crossover_lines(fixed_only),
+            *crossover_lines(full),
             "",
-            *figure("instruct_mix_fixed", "the oracle's mixture against the budget, fixed mixtures at the full budgets"),
+            *verdict_lines(full, "cads_" + DEFAULT, 1, "perplexity", lower_is_better=True),
+            "",
+            *ratio_table(full),
+            "",
+            *figure("instruct_mix_full_1seed", "learned ratios against the budget beside the oracle's mixture"),
+            *figure("instruct_mix_full_1seed_trajectories", "the default's ratios during the search, per budget"),
         ]
     stem, spectral = latest("spectral_bias")
     if spectral:

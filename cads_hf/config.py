@@ -13,6 +13,7 @@ SURROGATE_KINDS = ("spline", "loglinear")
 NONFINITE_POLICIES = ("skip", "stop")
 AVERAGING = ("last", "mean", "tail")
 ALIGNMENT_PROBES = ("central", "one_sided")
+VALIDATION_CALIBRATIONS = ("none", "temperature")
 
 
 @dataclass
@@ -87,8 +88,19 @@ class CADSConfig(TrainingArguments):
             one extra forward, differenced against the training forward (step 1e-3) and replaying its random state,
             so dropout draws the same masks in both; it needs full precision (no `bf16`/`fp16`). One-sided makes the
             search step cheaper (on a GPT-2 without dropout in `benchmarks/speed.py`: 1.35x a plain step instead of
-            1.53x) but selected worse in the scarce-clean benchmark (0.3-1.1 points lower over 5 seeds; README,
+            1.56x) but selected worse in the scarce-clean benchmark (0.3-1.1 points lower over 5 seeds; README,
             "Which reward"), so central is the default.
+        validation_calibration (`str`, defaults to `"none"`):
+            What validation loss the search minimizes. `"none"`: the model's loss, as `Trainer.evaluate` reports it.
+            `"temperature"`: the loss after temperature scaling, the logits multiplied by the inverse temperature that
+            minimizes the loss of each step's validation batch (fitted on the detached logits; by the envelope theorem
+            the gradient at that fixed temperature is the calibrated loss's gradient). Use it when the metric that
+            matters is accuracy rather than likelihood: a classifier trained on noisy labels is under-confident, so
+            its raw cross-entropy punishes the mixture for confidence, not for wrong answers. In the scarce-clean
+            benchmark the calibrated loss of the final models picks the fixed mixtures that accuracy picks, where the
+            raw loss often does not; but as the search's per-step signal it selected worse at 1 and 16 epochs and
+            better only at 4 (README, "Which reward"), so it is not the default. A custom `per_example_loss` must
+            read `outputs["logits"]`.
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
         selection_averaging (`str`, defaults to `"tail"`):
@@ -148,6 +160,10 @@ class CADSConfig(TrainingArguments):
     alignment_probe: str = field(
         default="central",
         metadata={"help": "Alignment measurement: 'central' (two eval forwards) or 'one_sided' (one forward; full precision)."},
+    )
+    validation_calibration: str = field(
+        default="none",
+        metadata={"help": "Validation loss of the search: 'none' (the model's loss) or 'temperature' (temperature-scaled, for accuracy)."},
     )
     selection_eval_batch_size: int | None = field(
         default=None, metadata={"help": "Validation examples per step for L_val; default per_device_eval_batch_size."}
@@ -209,6 +225,11 @@ class CADSConfig(TrainingArguments):
             self.alignment_probe == "central" or not (self.bf16 or self.fp16),
             "alignment_probe",
             "'central' with bf16 or fp16 (a one-sided step of 1e-3 drowns in half-precision rounding)",
+        )
+        check(
+            self.validation_calibration in VALIDATION_CALIBRATIONS,
+            "validation_calibration",
+            f"one of {VALIDATION_CALIBRATIONS}",
         )
         check(
             self.selection_eval_batch_size is None or self.selection_eval_batch_size >= 1,

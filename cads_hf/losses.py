@@ -8,6 +8,8 @@ are pooled across batches and processes.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +47,51 @@ def example_losses(outputs, labels: torch.Tensor) -> tuple[torch.Tensor, torch.T
         f"Cannot derive per-example losses from logits of shape {tuple(logits.shape)}; pass "
         "`per_example_loss=` to CADSTrainer."
     )
+
+
+def calibrated_logits(
+    per_example_loss,
+    outputs,
+    labels: torch.Tensor,
+    reduce=None,
+    bounds: tuple[float, float] = (1e-2, 1e2),
+    iterations: int = 30,
+) -> tuple[dict, torch.Tensor]:
+    """`outputs`' logits temperature-scaled: multiplied by the inverse temperature a* that minimizes the summed loss
+    f(a) = sum per_example_loss(a * logits), and a* itself.
+
+    f is convex in a (a linear term plus a log-sum-exp for cross-entropy), so a* is found by Newton's method on a,
+    kept inside a bracket that shrinks by bisection whenever a Newton step would leave it; a* is clamped to `bounds`.
+    The fit runs on detached logits: by the envelope theorem (df/da = 0 at a*), the gradient of the loss at the
+    fixed a* is the gradient of the calibrated loss min_a f(a). `reduce` sums f' and f'' over processes, so that
+    every process fits the same a* on the global batch. `per_example_loss` receives `{"logits": ...}`.
+    """
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+    detached = logits.detach().double()
+    low, high = (math.log(b) for b in bounds)  # the bracket, in u = log a
+    u = min(max(0.0, low), high)
+    for _ in range(iterations):
+        # Newton in u = log a (scale-free steps): f_u = a f_a, f_uu = a f_a + a^2 f_aa.
+        a = torch.tensor(math.exp(u), dtype=torch.float64, requires_grad=True)
+        f = per_example_loss({"logits": detached * a}, labels)[0].sum()
+        (f_a,) = torch.autograd.grad(f, a, create_graph=True)
+        (f_aa,) = torch.autograd.grad(f_a, a)
+        f_a, f_aa = f_a.detach(), f_aa.detach()
+        if reduce is not None:
+            f_a, f_aa = reduce(torch.stack([f_a, f_aa]))
+        a_value = math.exp(u)
+        slope, curvature = a_value * float(f_a), a_value * float(f_a) + a_value**2 * float(f_aa)
+        if slope > 0:
+            high = u
+        else:
+            low = u
+        step = u - slope / curvature if curvature > 0 else math.nan
+        u_next = step if low < step < high else (low + high) / 2
+        if abs(u_next - u) < 1e-9:
+            break
+        u = u_next
+    scale = torch.tensor(math.exp(u), dtype=logits.dtype, device=logits.device)
+    return {"logits": logits * scale}, scale
 
 
 @torch.no_grad()

@@ -45,7 +45,8 @@ class Reward:
 
     needs_surrogate: bool = False
     needs_alignment: bool = False
-    # Whether `model_objective` depends on the validation loss; if not, the validation graph is freed early.
+    # Whether `model_objective` depends on the validation loss: if so the validation forward is recomputed in the
+    # backward (checkpointed), if not its graph is freed before the training forward; neither is held beside it.
     trains_on_validation: bool = True
     # Whether `model_objective` needs this step's costs or validation loss, so that every step must measure them.
     measures_every_step: bool = True

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.checkpoint import checkpoint
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import SchedulerType
 
@@ -34,7 +35,7 @@ from .final_training import (
     train_on_examples,
 )
 from .io import atomic_torch_save, checkpoint_problem, last_complete_checkpoint
-from .losses import dataset_loss, example_losses
+from .losses import calibrated_logits, dataset_loss, example_losses
 from .example_selection import ExampleSelection
 from .mixture import Mixture
 from .objective import REWARDS, PenaltyReward, Reward, StepStatistics, evaluate_objective, reinforce_gradient
@@ -371,13 +372,14 @@ class CADSTrainer(Trainer):
         unit_ids = self._unit_ids(source_ids, example_ids)
         unwrapped = self.accelerator.unwrap_model(model)
         measures = self._measures_step()
-        # Validation before the training forward: unless the model trains on it, its graph is freed first, so the
-        # two graphs are never held at once (peak memory stays near a plain step's).
+        # Validation before the training forward: unless the model trains on it, its graph is freed first; if it
+        # does, the forward is recomputed in the backward. The two graphs are never held at once (peak memory stays
+        # near a plain step's).
         keeps_val_graph = measures and self.reward.trains_on_validation
         val_sum = val_totals = alignment = direction = None
         if measures:
             with torch.set_grad_enabled(keeps_val_graph or self.reward.needs_alignment):
-                val_sum, val_count = self._validation_loss(unwrapped)
+                val_sum, val_count = self._validation_loss(unwrapped, recompute=keeps_val_graph)
             val_totals = self.accelerator.reduce(
                 torch.stack([val_sum.detach().double(), val_count.double()]), reduction="sum"
             )
@@ -523,9 +525,14 @@ class CADSTrainer(Trainer):
         derivative = (plus.double() - minus.double()) / (2 * CENTRAL_STEP)
         return self._aggregate(derivative, counts, unit_ids).global_means().cpu()
 
-    def _validation_loss(self, model) -> tuple[torch.Tensor, torch.Tensor]:
+    def _validation_loss(self, model, recompute: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss sum and term count of this process's share of a validation batch, drawn deterministically from
-        the step counter so that a resumed run sees the same batches."""
+        the step counter so that a resumed run sees the same batches.
+
+        `recompute`: the model trains on this loss (penalty reward), so its graph would be held through the training
+        forward; instead only the batch is kept and the forward is recomputed during the backward (peak memory near
+        a plain step's, for one more validation forward). Not with temperature calibration, whose fit differentiates
+        inside the forward."""
         if self._val_collator is None:
             self._val_collator = self._get_collator_with_removed_columns(self.data_collator, "selection validation")
         size = len(self.eval_dataset)
@@ -542,15 +549,27 @@ class CADSTrainer(Trainer):
         for column in (SOURCE_ID, EXAMPLE_ID):
             batch.pop(column, None)
         labels = batch.pop("labels")
-        # In eval mode, as `Trainer.evaluate` measures it: no dropout noise (or its cost) in the direction the
-        # probes follow, and batch-norm statistics never see validation data.
-        was_training = model.training
-        model.eval()
-        try:
-            sums, counts = self.per_example_loss(model(**batch), labels)
-        finally:
-            model.train(was_training)
-        return sums.sum(), counts.sum()
+        calibrate = self.args.validation_calibration == "temperature"
+
+        def loss_of_batch():
+            # In eval mode, as `Trainer.evaluate` measures it: no dropout noise (or its cost) in the direction the
+            # probes follow, and batch-norm statistics never see validation data.
+            was_training = model.training
+            model.eval()
+            try:
+                outputs = model(**batch)
+            finally:
+                model.train(was_training)
+            if calibrate:
+                outputs, _ = calibrated_logits(
+                    self.per_example_loss, outputs, labels, reduce=lambda t: self.accelerator.reduce(t, reduction="sum")
+                )
+            sums, counts = self.per_example_loss(outputs, labels)
+            return sums.sum(), counts.sum()
+
+        if recompute and not calibrate and torch.is_grad_enabled():
+            return checkpoint(loss_of_batch, use_reentrant=False)
+        return loss_of_batch()
 
     def _skip_nonfinite_step(self, model):
         if self.args.nonfinite_loss == "stop":
@@ -737,7 +756,7 @@ def _selection_config(args: CADSConfig) -> dict:
     fields = (
         "selection_level", "reward", "penalty_alpha", "num_ratio_samples", "sigma_init", "sigma_decay", "sigma_min",
         "selection_learning_rate", "selection_grad_clip", "selection_update_interval", "selection_measure_interval", "ratio_init", "min_ratio",
-        "surrogate_fractions", "surrogate_kind", "selection_averaging", "max_steps", "num_train_epochs", "per_device_train_batch_size",
+        "surrogate_fractions", "surrogate_kind", "alignment_probe", "validation_calibration", "selection_averaging", "max_steps", "num_train_epochs", "per_device_train_batch_size",
         "learning_rate",
     )
     return {name: getattr(args, name) for name in fields}

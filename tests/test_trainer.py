@@ -89,6 +89,33 @@ def test_model_gradient_equals_direct_penalty_gradient(tmp_path):
         torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-6)
 
 
+def test_penalty_recomputes_the_validation_forward_instead_of_holding_its_graph(tmp_path):
+    """The penalty reward trains the model on L_val: its forward is checkpointed, so the step keeps only the batch
+    (not the activations) until the backward, and the gradient is the same as with the graph held."""
+    sources, validation = toy_sources(val_size=40)
+    model = ToyClassifier(hidden=256)
+    trainer = CADSTrainer(model=model, args=make_args(tmp_path, reward="penalty", selection_eval_batch_size=40),
+                          sources=sources, eval_dataset=validation, surrogate=LossSurrogate([90, 900], [0.3, 0.9]))
+
+    def saved_bytes_and_grads(recompute):
+        saved = []
+
+        def pack(tensor):
+            saved.append(tensor.numel() * tensor.element_size())
+            return tensor
+
+        trainer._selection_counters["micro_steps"] = 0
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            val_sum, _ = trainer._validation_loss(model, recompute=recompute)
+        return sum(saved), torch.autograd.grad(val_sum, list(model.parameters()))
+
+    held, held_grads = saved_bytes_and_grads(False)
+    recomputed, grads = saved_bytes_and_grads(True)
+    assert recomputed < held / 4
+    for got, want in zip(grads, held_grads):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("dropout, probe", [(0.0, "central"), (0.3, "central"), (0.0, "one_sided"), (0.3, "one_sided")])
 def test_alignment_equals_autograd_inner_products_with_the_validation_gradient(tmp_path, monkeypatch, dropout, probe):
     """The validation reward's per-source alignment is <g_val, g_j> / |g_val| with autograd's gradients, and the
@@ -151,6 +178,30 @@ def test_alignment_probe_leaves_batch_norm_statistics_alone(tmp_path):
         model.train()
         trainer.compute_loss(model, dict(batch))
         assert int(model.net[1].num_batches_tracked) == 1, probe
+
+
+def test_calibrated_validation_loss_is_the_temperature_scaled_loss_of_the_batch(tmp_path):
+    """With validation_calibration="temperature" the search's validation loss is the batch's cross-entropy at the
+    temperature scipy finds best, and its gradient is the gradient at that fixed temperature."""
+    from scipy.optimize import minimize_scalar
+
+    sources, validation = toy_sources(val_size=40)
+    model = ToyClassifier()
+    args = make_args(tmp_path, reward="horizon", selection_eval_batch_size=40, validation_calibration="temperature")
+    trainer = CADSTrainer(model=model, args=args, sources=sources, eval_dataset=validation)
+    val_sum, val_count = trainer._validation_loss(model)
+    rows = trainer.data_collator([validation[i] for i in range(40)])  # all 40: the batch is the whole set
+    logits, labels = model(rows["features"])["logits"], rows["labels"]
+    total = lambda u: float(torch.nn.functional.cross_entropy(logits.detach().double() * np.exp(u), labels, reduction="sum"))
+    best = minimize_scalar(total, bounds=(np.log(1e-2), np.log(1e2)), method="bounded", options={"xatol": 1e-10})
+    assert float(val_sum / val_count) == pytest.approx(best.fun / 40, rel=1e-5)
+    assert float(val_sum / val_count) < float(torch.nn.functional.cross_entropy(logits, labels)) - 1e-3
+    params = list(model.parameters())
+    fixed = torch.nn.functional.cross_entropy(logits * float(np.exp(best.x)), labels, reduction="sum")
+    for got, want in zip(torch.autograd.grad(val_sum, params), torch.autograd.grad(fixed, params)):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="validation_calibration"):
+        make_args(tmp_path, validation_calibration="platt")
 
 
 def test_one_sided_probe_needs_full_precision(tmp_path):
@@ -276,7 +327,7 @@ def test_measure_interval_measures_one_step_in_n_and_resumes_exactly(tmp_path):
         trainer = CADSTrainer(model=ToyClassifier(), args=args, sources=sources, eval_dataset=validation)
         reads = []
         read = trainer._validation_loss
-        trainer._validation_loss = lambda model: reads.append(trainer.state.global_step) or read(model)
+        trainer._validation_loss = lambda model, **kw: reads.append(trainer.state.global_step) or read(model, **kw)
         trainer.train(resume_from_checkpoint=resume)
         return trainer, reads
 
