@@ -334,7 +334,9 @@ def run_jobs(
     One thread per run: on a small CPU, parallel single-threaded runs beat threaded ones. Returns the fixed results
     as {key: {seed: result}}, the CADS results as {variant: {str(budget): {seed: result}}}, and the seeds whose jobs
     are all done."""
-    jobs = sorted(jobs, key=lambda job: job[3])
+    # Seed by seed; within a seed the longest jobs first (CADS at the largest budget: a search and a final run), so
+    # that the shorter ones fill in around them and the pool finishes sooner.
+    jobs = sorted(jobs, key=lambda job: (job[3], job[0] != "cads", -(job[2] or 0)))
     cache = cache or os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
     done = run_cached(jobs, run, workers, cache, lambda job, _: print(f"done {job}", flush=True), run_missing)
     complete = [seed for seed in sorted({job[3] for job in jobs})

@@ -10,7 +10,7 @@ Rows per budget (sample usages): Best-source, Full-dataset, Uniform (ratio 0.5),
 mixtures on validation) and CADS-S variants; AdamW at a constant learning rate, every run spends its whole budget,
 fixed mixtures scored at every budget on the way (see noisy_sources.py for why that is exact).
 
-    python benchmarks/instruct_mix.py --quick   # 1 seed, budgets 1,000 / 3,000, 4 fixed mixtures, the default (~6 min)
+    python benchmarks/instruct_mix.py --quick   # 1 seed, budgets 1,000 / 3,000, 4 fixed mixtures, the default (~7 min)
     python benchmarks/instruct_mix.py --quick --seeds 3   # the same design with 3 seeds (~20 min)
     python benchmarks/instruct_mix.py           # 3 seeds, budgets 2,000-20,000, 7 fixed mixtures, 4 variants (hours)
 """
