@@ -8,8 +8,8 @@ the search minimizes with `validation_calibration="none"`) and temperature-calib
 it picks per seed and that mixture's test accuracy; a criterion that picks what accuracy picks lets a loss-minimizing
 search aim at the accuracy oracle.
 
-    python benchmarks/validation_criteria.py             # 2 seeds, the scarce grid at 1 / 4 / 16 epochs (~20 min)
-    python benchmarks/validation_criteria.py --quick     # 1 seed, three mixtures, 1 / 4 epochs (~3 min)
+    python benchmarks/validation_criteria.py             # 2 seeds, the scarce grid at 1 / 4 / 16 epochs (~15 min)
+    python benchmarks/validation_criteria.py --quick     # 1 seed, three mixtures, 1 / 4 epochs (under a minute)
 """
 
 from __future__ import annotations
