@@ -13,13 +13,15 @@ from toy import ToyClassifier, toy_sources  # noqa: E402
 from cads_hf import CADSConfig, CADSTrainer  # noqa: E402
 
 transformers.logging.set_verbosity_error()
-output_dir, (reward, _, interval) = sys.argv[1], sys.argv[2].partition(":")  # "<reward>[:<measure interval>]"
+# "<reward>[:<measure interval>[:<validation calibration>]]"
+output_dir, (reward, interval, calibration) = sys.argv[1], (sys.argv[2].split(":") + ["", ""])[:3]
 use_cpu = len(sys.argv) < 4 or sys.argv[3] != "cuda"
 sources, validation = toy_sources(sizes=(120, 120, 120))
 args = CADSConfig(
     output_dir=output_dir, compute_budget=600, per_device_train_batch_size=12, max_steps=10, learning_rate=1e-2,
     report_to="none", save_strategy="no", disable_tqdm=True, use_cpu=use_cpu, selection_eval_batch_size=16,
     surrogate_fractions=[0.2, 0.5, 1.0], reward=reward, selection_measure_interval=int(interval or 1),
+    validation_calibration=calibration or "none",
     bf16=not use_cpu,
 )
 trainer = CADSTrainer(model=ToyClassifier(), args=args, sources=sources, eval_dataset=validation)

@@ -24,7 +24,9 @@ def _launch(tmp_path, reward):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("reward", ["validation", "penalty", "horizon", "horizon:2"])
+# "horizon:1:temperature": the temperature fit all-reduces inside its Newton loop, so ranks must agree on every
+# iteration (a rank that stopped early would hang the other).
+@pytest.mark.parametrize("reward", ["validation", "penalty", "horizon", "horizon:2", "horizon:1:temperature"])
 def test_two_processes_sample_the_same_ratios_and_end_identical(tmp_path, reward):
     rank0, rank1 = _launch(tmp_path, reward)
     assert rank0["world_size"] == rank1["world_size"] == 2
