@@ -24,6 +24,7 @@ from common import RESULTS_DIR, fixed_mixture_run, mean_std, run_cached, write_r
 from noisy_sources import COLLATOR, DESIGNS, make_task
 
 from cads_hf.losses import calibrated_logits, example_losses
+from cads_hf.vision import noise_source_name
 
 CRITERIA = {"accuracy": max, "cross_entropy": min, "calibrated_cross_entropy": min}
 
@@ -52,12 +53,8 @@ def run_job(budgets, work, job):
     torch.set_num_threads(1)
     key, seed = job
     task = make_task(DESIGNS["scarce"], seed)
-
-    def score(model, dataset):  # every criterion on validation, accuracy on test
-        values = criteria(model, dataset)
-        return values if dataset is task.validation else values["accuracy"]
-
-    task.score = score
+    accuracy = task.score  # the benchmark's own test metric
+    task.score = lambda model, dataset: criteria(model, dataset) if dataset is task.validation else accuracy(model, dataset)
     return fixed_mixture_run(task, json.loads(key), budgets, f"{work}/fixed-{seed}")
 
 
@@ -96,8 +93,7 @@ def main():
                 "test_accuracy": mean_std([done[(k, s)]["by_budget"][b]["test"] for k, s in zip(chosen, seeds)]),
             }
         rows.append(row)
-    results = {"design": "scarce", "sources": dict(zip(["noise_0", "noise_20", "noise_40", "noise_60", "noise_80"],
-                                                        design["sizes"])),
+    results = {"design": "scarce", "sources": dict(zip(map(noise_source_name, design["noise"]), design["sizes"])),
                "seeds": seeds, "quick": options.quick, "mixtures": keys, "rows": rows, "runs": f"{name}.runs.jsonl"}
     print("wrote", write_results(name, results))
 

@@ -72,14 +72,14 @@ def calibrated_logits(
     u = min(max(0.0, low), high)
     for _ in range(iterations):
         # Newton in u = log a (scale-free steps): f_u = a f_a, f_uu = a f_a + a^2 f_aa.
-        a = torch.tensor(math.exp(u), dtype=torch.float64, requires_grad=True)
+        a_value = math.exp(u)
+        a = torch.tensor(a_value, dtype=torch.float64, requires_grad=True)
         f = per_example_loss({"logits": detached * a}, labels)[0].sum()
         (f_a,) = torch.autograd.grad(f, a, create_graph=True)
         (f_aa,) = torch.autograd.grad(f_a, a)
         f_a, f_aa = f_a.detach(), f_aa.detach()
         if reduce is not None:
             f_a, f_aa = reduce(torch.stack([f_a, f_aa]))
-        a_value = math.exp(u)
         slope, curvature = a_value * float(f_a), a_value * float(f_a) + a_value**2 * float(f_aa)
         if slope > 0:
             high = u
