@@ -3,17 +3,20 @@
 The per-step rewards cannot see harm that builds up over a run (memorized noisy labels, repeated examples). A
 cheap way to see it is to run the whole training on a smaller copy of the problem: cut every source to a fraction f
 of its examples and train each candidate mixture for f x the budget. Every example is then repeated as often as in
-the full run (same epochs), so memorization should show, at a cost of f of a final run per mixture.
+the full run (same epochs), so memorization should show, at a cost of f of a final run per mixture. A proxy may also
+cut the batch to f x 128, so that it takes as many optimizer steps as the full run (memorization needs steps as well
+as epochs).
 
 This script tests that premise in the scarce-clean design of noisy_sources.py (same data, model and rules). For each
-fraction f and budget it trains the design's grid of fixed mixtures (plus each source alone) on the proxies, picks
+proxy and budget it trains the design's grid of fixed mixtures (plus each source alone) on the proxies, picks
 the one with the best proxy validation accuracy (the clean validation set is not cut), and scores that pick by the
 test accuracy of the *full-size* run of the same mixture, beside the oracle's pick (best full-size validation
 accuracy). The full-size runs are noisy_sources.py's own fixed-mixture runs, read from (or added to) its cache
 benchmarks/results/noisy_sources_scarce.runs.jsonl.
 
-    python benchmarks/proxy_mixtures.py --quick   # f = 0.1, seed 0, 1 / 4 / 16 epochs (~2 min with the cache)
-    python benchmarks/proxy_mixtures.py           # f = 0.1 and 0.25, seeds 0-2 (~8 min with the cache)
+    python benchmarks/proxy_mixtures.py --quick   # f = 0.1, seed 0, 1 / 4 / 16 epochs (~1 min with the cache)
+    python benchmarks/proxy_mixtures.py           # f = 0.1 and 0.25, and 0.25 with the batch cut too; seeds 0-2
+                                                  # (~13 min with the cache)
 
 Without the cache the full-size runs are trained too (about 3 minutes each, 10 per seed, two at a time).
 """
@@ -27,33 +30,37 @@ import math
 
 import torch
 from common import RESULTS_DIR, fixed_mixture_run, mean_std, run_cached, write_results
-from noisy_sources import DESIGNS, make_task
+from noisy_sources import BATCH, DESIGNS, make_task
 from noisy_sources import run_job as full_size_job
 
 from cads_hf.vision import noise_source_name
 
 
 def proxy_job(mixtures, epochs, union, job):
-    """One mixture trained on every source cut to fraction f, for f x each budget; validation and test unchanged."""
+    """One mixture trained on every source cut to fraction f, for f x each budget, at the given batch size;
+    validation and test unchanged."""
     torch.set_num_threads(1)
-    key, fraction, seed = job
+    key, fraction, batch, seed = job
     task = make_task(DESIGNS["scarce"], seed)
     sources = {name: data.select(range(math.ceil(fraction * len(data)))) for name, data in task.sources.items()}
     budgets = [int(e * union * fraction) for e in epochs]
-    return fixed_mixture_run(
-        dataclasses.replace(task, sources=sources), mixtures[key], budgets, f"/tmp/cads_bench/proxy_mixtures/{seed}"
+    args = task.args
+    task = dataclasses.replace(
+        task, sources=sources, batch_size=batch,
+        args=lambda output_dir, **extra: {**args(output_dir, **extra), "per_device_train_batch_size": batch},
     )
+    return fixed_mixture_run(task, mixtures[key], budgets, f"/tmp/cads_bench/proxy_mixtures/{seed}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--fractions", type=float, nargs="+", default=None, help="Proxy sizes (default 0.1 0.25).")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     options = parser.parse_args()
     design = DESIGNS["scarce"]
-    fractions = options.fractions or ([0.1] if options.quick else [0.1, 0.25])
+    # (fraction of every source, batch size): the batch cut with the data keeps the full run's number of steps.
+    proxies = [(0.1, BATCH)] if options.quick else [(0.1, BATCH), (0.25, BATCH), (0.25, round(0.25 * BATCH))]
     seeds = [0] if options.quick else list(range(options.seeds))
     epochs, union = design["epochs"], sum(design["sizes"])
     budgets = [int(e * union) for e in epochs]
@@ -66,7 +73,7 @@ def main():
     full = run_cached([("fixed", key, None, s) for s in seeds for key in mixtures], full_run, options.workers,
                       f"{RESULTS_DIR}/noisy_sources_scarce.runs.jsonl", lambda job, _: print(f"done {job}", flush=True))
     name = "proxy_mixtures" + ("_quick" if options.quick else "")
-    proxy = run_cached([(key, f, s) for s in seeds for f in fractions for key in mixtures],
+    proxy = run_cached([(key, f, batch, s) for s in seeds for f, batch in proxies for key in mixtures],
                        functools.partial(proxy_job, mixtures, epochs, union), options.workers,
                        f"{RESULTS_DIR}/{name}.runs.jsonl", lambda job, _: print(f"done {job}", flush=True))
 
@@ -79,10 +86,13 @@ def main():
         row = {"budget": budget, "epochs": e,
                "oracle": {"chosen": oracle, **mean_std([full_score(k, s, budget, "test") for k, s in zip(oracle, seeds)])},
                "proxies": {}}
-        for f in fractions:
+        for f, batch in proxies:
             proxy_budget = str(int(e * union * f))
-            chosen = [max(mixtures, key=lambda k: proxy[(k, f, s)]["by_budget"][proxy_budget]["val"]) for s in seeds]
-            row["proxies"][str(f)] = {
+            chosen = [max(mixtures, key=lambda k: proxy[(k, f, batch, s)]["by_budget"][proxy_budget]["val"])
+                      for s in seeds]
+            row["proxies"][f"{f:g}:{batch}"] = {
+                "fraction": f,
+                "batch_size": batch,
                 "chosen": chosen,
                 **mean_std([full_score(k, s, budget, "test") for k, s in zip(chosen, seeds)]),
                 "agrees_with_oracle": sum(c == o for c, o in zip(chosen, oracle)),
@@ -91,7 +101,8 @@ def main():
             }
         rows.append(row)
     results = {"design": "scarce", "sources": dict(zip(names, design["sizes"])), "seeds": seeds,
-               "quick": options.quick, "fractions": fractions, "mixtures": list(mixtures), "rows": rows,
+               "quick": options.quick, "proxies": [f"{f:g}:{b}" for f, b in proxies], "mixtures": list(mixtures),
+               "rows": rows,
                "runs": f"{name}.runs.jsonl", "full_size_runs": "noisy_sources_scarce.runs.jsonl"}
     print("wrote", write_results(name, results))
 

@@ -329,16 +329,17 @@ def criteria_table(criteria: dict, calibrated: dict | None) -> list[str]:
 def proxy_table(proxy: dict, scarce: dict | None) -> list[str]:
     """Per budget, the test accuracy of the mixture that scaled-down proxy runs pick (full-size run of that mixture),
     beside the oracle's pick and the default search on the same seeds."""
-    fractions = proxy["fractions"]
     search = {row["budget"]: row.get("cads_" + DEFAULT) for row in scarce["rows"]} if scarce else {}
     same_seeds = bool(scarce) and scarce["seeds"] == proxy["seeds"]
+    first = proxy["rows"][0]["proxies"]
     lines = ["| budget (epochs) | oracle | " + " | ".join(
-        f"proxies at f = {f:g} (cost {proxy['rows'][0]['proxies'][str(f)]['cost_over_final']:g}x)" for f in fractions)
-        + (f" | CADS-S {DEFAULT} |" if same_seeds else " |"), "|" + "---|" * (len(fractions) + 2 + same_seeds)]
+        f"f = {first[p]['fraction']:g}, batch {first[p]['batch_size']} (cost {first[p]['cost_over_final']:g}x)"
+        for p in proxy["proxies"]) + (f" | CADS-S {DEFAULT} |" if same_seeds else " |"),
+        "|" + "---|" * (len(proxy["proxies"]) + 2 + same_seeds)]
     for row in proxy["rows"]:
         cells = [cell(row["oracle"], 100, 1)]
-        for f in fractions:
-            pick = row["proxies"][str(f)]
+        for p in proxy["proxies"]:
+            pick = row["proxies"][p]
             cells.append(f"{cell(pick, 100, 1)} ({pick['agrees_with_oracle']}/{pick['n']} as the oracle)")
         if same_seeds:
             cells.append(cell(search.get(row["budget"]), 100, 1))
@@ -420,7 +421,7 @@ def section() -> str:
         parts += [
             "Whether scaled-down runs pick the mixture for the budget (`benchmarks/proxy_mixtures.py`, seeds "
             f"{proxy['seeds']}): every source cut to a fraction f, each mixture of the grid trained for f x the budget "
-            "(same epochs), the best on validation taken; test accuracy of that mixture's full-size run, how often "
+            "(same epochs; with the batch cut too, the same steps), the best on validation taken; test accuracy of that mixture's full-size run, how often "
             "it is the oracle's pick, and the proxies' cost in samples over one final run:",
             "",
             *proxy_table(proxy, scarce),
