@@ -10,8 +10,8 @@ Rows per budget (sample usages): Best-source, Full-dataset, Uniform (ratio 0.5),
 mixtures on validation) and CADS-S variants; AdamW at a constant learning rate, every run spends its whole budget,
 fixed mixtures scored at every budget on the way (see noisy_sources.py for why that is exact).
 
-    python benchmarks/instruct_mix.py --quick   # 1 seed, budgets 1,000 / 3,000, 4 fixed mixtures, the default (~7 min)
-    python benchmarks/instruct_mix.py --quick --seeds 3   # the same design with 3 seeds (~20 min)
+    python benchmarks/instruct_mix.py --quick   # 1 seed, budgets 1,000 / 2,000, 4 fixed mixtures, the default (~5.5 min)
+    python benchmarks/instruct_mix.py --quick --seeds 3   # the same design with 3 seeds (~11 min)
     python benchmarks/instruct_mix.py           # 3 seeds, budgets 2,000-20,000, 7 fixed mixtures, 4 variants (hours)
 """
 
@@ -56,7 +56,7 @@ FILES = {
 }
 GRID = [[1, 0], [0, 1], [1, 0.1], [1, 0.25], [1, 0.5], [1, 1], [0.5, 0.5]]
 QUICK_GRID = [[1, 0], [0, 1], [1, 0.25], [1, 1]]  # each source alone, full data and the in-between mixture
-QUICK_BUDGETS = [1000, 3000]
+QUICK_BUDGETS = [1000, 2000]
 BATCH = 16
 MAX_LENGTH = 256
 

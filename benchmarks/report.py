@@ -464,12 +464,13 @@ def section() -> str:
             "",
             *figure(f"{instruct_stem}_trajectories", "the default's ratios during the search, per budget"),
         ]
-    full = load("instruct_mix_full_1seed")
+    full = load("instruct_mix_full_default")
     if full:
         parts += [
             f"At the full mode's budgets, seeds {full['seeds']} (`benchmarks/instruct_mix.py --variants "
             f"{' '.join(full['variants'])} --seeds {len(full['seeds'])} --output "
-            "benchmarks/results/instruct_mix_full_1seed.json`; the 3-seed full mode has not been run): does the "
+            "benchmarks/results/instruct_mix_full_default.json`; the full mode's 3 seeds and other variants have not "
+            "been run): does the "
             "oracle cross over from best-source to full data as the budget grows, and does the default follow?",
             "",
             *mixture_table(full, 1, 2, "samples"),
@@ -480,8 +481,8 @@ def section() -> str:
             "",
             *ratio_table(full),
             "",
-            *figure("instruct_mix_full_1seed", "learned ratios against the budget beside the oracle's mixture"),
-            *figure("instruct_mix_full_1seed_trajectories", "the default's ratios during the search, per budget"),
+            *figure("instruct_mix_full_default", "learned ratios against the budget beside the oracle's mixture"),
+            *figure("instruct_mix_full_default_trajectories", "the default's ratios during the search, per budget"),
         ]
     stem, spectral = latest("spectral_bias")
     if spectral:
