@@ -5,7 +5,9 @@ cheap way to see it is to run the whole training on a smaller copy of the proble
 of its examples and train each candidate mixture for f x the budget. Every example is then repeated as often as in
 the full run (same epochs), so memorization should show, at a cost of f of a final run per mixture. A proxy may also
 cut the batch to f x 128, so that it takes as many optimizer steps as the full run (memorization needs steps as well
-as epochs).
+as epochs). Proxies at two fractions give a third selector: each mixture's validation error extrapolated to f = 1 as
+a power law in f, which corrects for what cutting a source does to its value (75 clean images train a far weaker
+model than 300).
 
 This script tests that premise in the scarce-clean design of noisy_sources.py (same data, model and rules). For each
 proxy and budget it trains the design's grid of fixed mixtures (plus each source alone) on the proxies, picks
@@ -14,9 +16,8 @@ test accuracy of the *full-size* run of the same mixture, beside the oracle's pi
 accuracy). The full-size runs are noisy_sources.py's own fixed-mixture runs, read from (or added to) its cache
 benchmarks/results/noisy_sources_scarce.runs.jsonl.
 
-    python benchmarks/proxy_mixtures.py --quick   # f = 0.1, seed 0, 1 / 4 / 16 epochs (~1 min with the cache)
-    python benchmarks/proxy_mixtures.py           # f = 0.1 and 0.25, and 0.25 with the batch cut too; seeds 0-2
-                                                  # (~13 min with the cache)
+    python benchmarks/proxy_mixtures.py --quick   # seed 0, the extrapolated proxies with steps kept (~3 min)
+    python benchmarks/proxy_mixtures.py           # seeds 0-2, five selectors from four proxies (~13 min)
 
 Without the cache the full-size runs are trained too (about 3 minutes each, 10 per seed, two at a time).
 """
@@ -52,6 +53,16 @@ def proxy_job(mixtures, epochs, union, job):
     return fixed_mixture_run(task, mixtures[key], budgets, f"/tmp/cads_bench/proxy_mixtures/{seed}")
 
 
+def extrapolated_accuracy(accuracies: dict[float, float]) -> float:
+    """Validation accuracy at full size (f = 1) from proxies at two fractions: the error taken as a power law in f,
+    err(f) = c f^-a, through both points (one proxy: its own accuracy)."""
+    if len(accuracies) == 1:
+        return next(iter(accuracies.values()))
+    (f1, a1), (f2, a2) = sorted(accuracies.items())
+    e1, e2 = max(1 - a1, 1e-3), max(1 - a2, 1e-3)  # a perfect proxy would put log(0) in the fit
+    return 1 - e2 * (e2 / e1) ** (math.log(1 / f2) / math.log(f2 / f1))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -59,8 +70,15 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     options = parser.parse_args()
     design = DESIGNS["scarce"]
-    # (fraction of every source, batch size): the batch cut with the data keeps the full run's number of steps.
-    proxies = [(0.1, BATCH)] if options.quick else [(0.1, BATCH), (0.25, BATCH), (0.25, round(0.25 * BATCH))]
+    # Selectors: the proxies (fraction of every source, batch size) whose validation accuracy, extrapolated to full
+    # size where there are two, ranks the mixtures. The batch cut with the data keeps the full run's number of steps.
+    steps_kept = [(0.1, round(0.1 * BATCH)), (0.25, round(0.25 * BATCH))]
+    selectors = {"f=0.1": [(0.1, BATCH)], "f=0.25": [(0.25, BATCH)], "f=0.25, steps kept": steps_kept[1:],
+                 "f=0.1+0.25 extrapolated": [(0.1, BATCH), (0.25, BATCH)],
+                 "f=0.1+0.25 extrapolated, steps kept": steps_kept}
+    if options.quick:
+        selectors = {"f=0.1+0.25 extrapolated, steps kept": steps_kept}
+    proxies = list(dict.fromkeys(p for chosen in selectors.values() for p in chosen))
     seeds = [0] if options.quick else list(range(options.seeds))
     epochs, union = design["epochs"], sum(design["sizes"])
     budgets = [int(e * union) for e in epochs]
@@ -85,24 +103,26 @@ def main():
         oracle = [max(mixtures, key=lambda k: full_score(k, s, budget, "val")) for s in seeds]
         row = {"budget": budget, "epochs": e,
                "oracle": {"chosen": oracle, **mean_std([full_score(k, s, budget, "test") for k, s in zip(oracle, seeds)])},
-               "proxies": {}}
-        for f, batch in proxies:
-            proxy_budget = str(int(e * union * f))
-            chosen = [max(mixtures, key=lambda k: proxy[(k, f, batch, s)]["by_budget"][proxy_budget]["val"])
-                      for s in seeds]
-            row["proxies"][f"{f:g}:{batch}"] = {
-                "fraction": f,
-                "batch_size": batch,
+               "selectors": {}}
+        for label, chosen_proxies in selectors.items():
+            def predicted(key, seed):
+                return extrapolated_accuracy({
+                    f: proxy[(key, f, b, seed)]["by_budget"][str(int(e * union * f))]["val"] for f, b in chosen_proxies
+                })
+
+            chosen = [max(mixtures, key=lambda k: predicted(k, s)) for s in seeds]
+            row["selectors"][label] = {
+                "proxies": [f"{f:g}:{b}" for f, b in chosen_proxies],
                 "chosen": chosen,
                 **mean_std([full_score(k, s, budget, "test") for k, s in zip(chosen, seeds)]),
                 "agrees_with_oracle": sum(c == o for c, o in zip(chosen, oracle)),
-                # Samples the proxy grid trains, over one final run's: every mixture's proxy at f x the budget.
-                "cost_over_final": len(mixtures) * f,
+                # Samples every mixture's proxies train, over one final run's (wall times are not compared: the
+                # proxies and the full-size runs ran under different loads).
+                "samples_over_final": len(mixtures) * sum(f for f, _ in chosen_proxies),
             }
         rows.append(row)
     results = {"design": "scarce", "sources": dict(zip(names, design["sizes"])), "seeds": seeds,
-               "quick": options.quick, "proxies": [f"{f:g}:{b}" for f, b in proxies], "mixtures": list(mixtures),
-               "rows": rows,
+               "quick": options.quick, "selectors": list(selectors), "mixtures": list(mixtures), "rows": rows,
                "runs": f"{name}.runs.jsonl", "full_size_runs": "noisy_sources_scarce.runs.jsonl"}
     print("wrote", write_results(name, results))
 

@@ -327,23 +327,21 @@ def criteria_table(criteria: dict, calibrated: dict | None) -> list[str]:
 
 
 def proxy_table(proxy: dict, scarce: dict | None) -> list[str]:
-    """Per budget, the test accuracy of the mixture that scaled-down proxy runs pick (full-size run of that mixture),
-    beside the oracle's pick and the default search on the same seeds."""
+    """Per budget, the test accuracy of the mixture each proxy selector picks (full-size run of that mixture), beside
+    the oracle's pick and the default search on the same seeds; one row per selector."""
     search = {row["budget"]: row.get("cads_" + DEFAULT) for row in scarce["rows"]} if scarce else {}
     same_seeds = bool(scarce) and scarce["seeds"] == proxy["seeds"]
-    first = proxy["rows"][0]["proxies"]
-    lines = ["| budget (epochs) | oracle | " + " | ".join(
-        f"f = {first[p]['fraction']:g}, batch {first[p]['batch_size']} (cost {first[p]['cost_over_final']:g}x)"
-        for p in proxy["proxies"]) + (f" | CADS-S {DEFAULT} |" if same_seeds else " |"),
-        "|" + "---|" * (len(proxy["proxies"]) + 2 + same_seeds)]
-    for row in proxy["rows"]:
-        cells = [cell(row["oracle"], 100, 1)]
-        for p in proxy["proxies"]:
-            pick = row["proxies"][p]
-            cells.append(f"{cell(pick, 100, 1)} ({pick['agrees_with_oracle']}/{pick['n']} as the oracle)")
-        if same_seeds:
-            cells.append(cell(search.get(row["budget"]), 100, 1))
-        lines.append(f"| {row['epochs']:g} | " + " | ".join(cells) + " |")
+    rows = proxy["rows"]
+    lines = ["| selector | samples over a final run | " + " | ".join(f"{row['epochs']:g} ep" for row in rows) + " |",
+             "|" + "---|" * (len(rows) + 2)]
+    for label in proxy["selectors"]:
+        picks = [row["selectors"][label] for row in rows]
+        lines.append(f"| {label} | {picks[0]['samples_over_final']:g}x | " + " | ".join(
+            f"{cell(p, 100, 1)} ({p['agrees_with_oracle']}/{p['n']} as the oracle)" for p in picks) + " |")
+    lines.append("| oracle (full-size runs) | | " + " | ".join(cell(row["oracle"], 100, 1) for row in rows) + " |")
+    if same_seeds:
+        lines.append(f"| CADS-S {DEFAULT} | | "
+                     + " | ".join(cell(search.get(row["budget"]), 100, 1) for row in rows) + " |")
     return lines
 
 
@@ -421,8 +419,10 @@ def section() -> str:
         parts += [
             "Whether scaled-down runs pick the mixture for the budget (`benchmarks/proxy_mixtures.py`, seeds "
             f"{proxy['seeds']}): every source cut to a fraction f, each mixture of the grid trained for f x the budget "
-            "(same epochs; with the batch cut too, the same steps), the best on validation taken; test accuracy of that mixture's full-size run, how often "
-            "it is the oracle's pick, and the proxies' cost in samples over one final run:",
+            "(same epochs; with the batch cut too, the same steps) and the best taken on validation accuracy, or on "
+            "validation accuracy extrapolated to full size from two fractions (error as a power law in f); test "
+            "accuracy of that mixture's full-size run, how often it is the oracle's pick, and the proxies' cost in "
+            "samples over one final run:",
             "",
             *proxy_table(proxy, scarce),
             "",
