@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import TrainerCallback
 
-from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, train_on_mixture
+from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, select_by_proxies, train_on_mixture
 from cads_hf.final_training import plain_training_args
 from cads_hf.vision import read_mnist_idx, synthetic_digits
 
@@ -54,6 +54,8 @@ VARIANTS = {
     "horizon_k64_tail_m2_lr2": {"reward": "horizon", "selection_averaging": "tail", "selection_measure_interval": 2,
                                 **_LOW_VARIANCE, "selection_learning_rate": 2e-2},
 }
+# Not a search: select_by_proxies (scaled-down runs of every candidate, error extrapolated to full size).
+VARIANTS["proxy"] = {"selection": "proxies", "proxy_fractions": [0.1, 0.25], "proxy_keep_steps": True}
 DEFAULT_VARIANT = "horizon_k64_tail"  # the variant that matches CADSConfig's defaults
 
 
@@ -234,6 +236,8 @@ class Task:
     score: Callable
     args: Callable  # (output_dir, **overrides) -> CADSConfig keyword arguments
     batch_size: int
+    # (model) -> positive validation error, lower is better, for select_by_proxies (None: the validation loss)
+    validation_error: Callable | None = None
 
 
 def fixed_mixture_run(task: Task, ratios, budgets, output_dir) -> dict:
@@ -251,40 +255,49 @@ def fixed_mixture_run(task: Task, ratios, budgets, output_dir) -> dict:
 
 
 def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output_dir) -> dict:
-    """CADS-S search for one budget, then a fresh model on the learned mixture for exactly that budget."""
+    """CADS-S search for one budget (or `select_by_proxies` for a variant with selection="proxies"), then a fresh
+    model on the learned mixture for exactly that budget."""
+    settings = {k: v for k, v in overrides.items() if k != "selection"}
     search_steps = max(10, math.ceil(budget * search_fraction / task.batch_size))
     config = CADSConfig(**{
         **task.args(output_dir, max_steps=search_steps, logging_strategy="steps", logging_steps=max(1, search_steps // 20)),
         "compute_budget": budget,
         "selection_eval_batch_size": task.batch_size,
         "surrogate_fractions": [0.05, 0.2, 0.5, 1.0],
-        **overrides,  # a variant may set any of the above
+        **settings,  # a variant may set any of the above
     })
     watch = Stopwatch()
-    search = CADSTrainer(
-        model=task.model(), args=config, sources=task.sources, eval_dataset=task.validation, data_collator=task.collator
-    )
-    search.train()
+    if overrides.get("selection") == "proxies":
+        mixture = select_by_proxies(task.model, task.sources, task.validation, config,
+                                    validation_error=task.validation_error, data_collator=task.collator)
+        surrogate_cost, trajectory = 0.0, []
+    else:
+        search = CADSTrainer(
+            model=task.model(), args=config, sources=task.sources, eval_dataset=task.validation,
+            data_collator=task.collator,
+        )
+        search.train()
+        mixture = search.mixture()
+        surrogate_cost = search.surrogate.cost if search.surrogate is not None else 0.0
+        trajectory = [
+            {k.split("/")[-1]: v for k, v in entry.items() if k.startswith("selection/ratio/")} | {"step": entry["step"]}
+            for entry in search.state.log_history
+            if "selection/objective" in entry
+        ]
     search_s = watch()
-    mixture = search.mixture()
     watch = Stopwatch()
     final = train_on_mixture(
         task.model(), task.sources, mixture.ratios, ComputeBudget(budget), plain_training_args(config),
         data_collator=task.collator,
     )
     final_s = watch()
-    trajectory = [
-        {k.split("/")[-1]: v for k, v in entry.items() if k.startswith("selection/ratio/")} | {"step": entry["step"]}
-        for entry in search.state.log_history
-        if "selection/objective" in entry
-    ]
     return {
         "ratios": mixture.ratios,
         "test": task.score(final.model, task.test),
         "val": task.score(final.model, task.validation),
         "search_s": search_s,
         "final_s": final_s,
-        "surrogate_cost": search.surrogate.cost if search.surrogate is not None else 0.0,
+        "surrogate_cost": surrogate_cost,
         "trajectory": trajectory,
     }
 

@@ -143,7 +143,7 @@ def main():
         ("cads", variant, budget, seed)
         for variant in options.variants
         for budget in budgets
-        if not (VARIANTS[variant]["reward"] == "penalty" and budget > options.penalty_max_budget)
+        if not (VARIANTS[variant].get("reward") == "penalty" and budget > options.penalty_max_budget)
         for seed in seeds
     ]
     run = functools.partial(run_job, mixtures, budgets, options.search_fraction, "/tmp/cads_bench/instruct_mix")

@@ -105,6 +105,8 @@ def make_task(design: dict, seed: int) -> Task:
         test=test,
         args=lambda output_dir, **extra: training_args(output_dir, seed, **extra),
         batch_size=BATCH,
+        # The oracle picks on validation accuracy; the proxies are ranked by the same.
+        validation_error=lambda model: 1 - classification_accuracy(model, validation, COLLATOR),
     )
 
 
@@ -155,7 +157,7 @@ def main():
         ("cads", variant, budget, seed)
         for variant in options.rewards
         for budget, epochs in zip(budgets, design["epochs"])
-        if not (VARIANTS[variant]["reward"] == "penalty" and epochs > options.penalty_max_epochs)
+        if not (VARIANTS[variant].get("reward") == "penalty" and epochs > options.penalty_max_epochs)
         for seed in seeds
     ]
     run = functools.partial(run_job, options.design, design, mixtures, budgets, options.search_fraction,

@@ -7,6 +7,7 @@ from .final_training import train_for_budget, train_on_mixture
 from .mixture import Mixture
 from .objective import REWARDS, PenaltyReward, Reward, StepStatistics
 from .policies import BernoulliPolicy, TruncatedGaussianPolicy
+from .proxy_selection import select_by_proxies
 from .sources import SourceMixtureSampler, SourceSet, StratifiedSourceSampler, selected_indices
 from .surrogate import LossSurrogate
 from .trainer import CADSTrainer
@@ -31,6 +32,7 @@ __all__ = [
     "SourceSet",
     "StratifiedSourceSampler",
     "selected_indices",
+    "select_by_proxies",
     "train_for_budget",
     "train_on_mixture",
 ]

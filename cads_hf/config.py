@@ -101,6 +101,14 @@ class CADSConfig(TrainingArguments):
             raw loss often does not; but as the search's per-step signal it selected worse at 1 and 16 epochs and
             better only at 4 (README, "Which reward"), so it is not the default. A custom `per_example_loss` must
             read `outputs["logits"]`.
+        proxy_fractions (`list[float]`, defaults to `[0.1, 0.25]`):
+            Only for `select_by_proxies`: the fractions of every source on which each candidate is trained, for the
+            same fraction of the budget. Two or more let each candidate's validation error be extrapolated to full
+            size (a power law in the fraction); in the scarce-clean benchmark one fraction alone kept noisy sources at
+            16 epochs, because cutting the small clean source weakens it (README, "Which reward").
+        proxy_keep_steps (`bool`, defaults to `True`):
+            Only for `select_by_proxies`: cut the batch by the same fraction, so that a proxy takes as many optimizer
+            steps as the full run (memorization needs steps as well as epochs).
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
         selection_averaging (`str`, defaults to `"tail"`):
@@ -165,6 +173,13 @@ class CADSConfig(TrainingArguments):
         default="none",
         metadata={"help": "Validation loss of the search: 'none' (the model's loss) or 'temperature' (temperature-scaled, for accuracy)."},
     )
+    proxy_fractions: list[float] = field(
+        default_factory=lambda: [0.1, 0.25],
+        metadata={"help": "select_by_proxies: fractions of every source (and of the budget) the proxy runs train on."},
+    )
+    proxy_keep_steps: bool = field(
+        default=True, metadata={"help": "select_by_proxies: cut the batch with the data, keeping the full run's steps."}
+    )
     selection_eval_batch_size: int | None = field(
         default=None, metadata={"help": "Validation examples per step for L_val; default per_device_eval_batch_size."}
     )
@@ -220,6 +235,12 @@ class CADSConfig(TrainingArguments):
             "at least two fractions in (0, 1]",
         )
         check(self.surrogate_kind in SURROGATE_KINDS, "surrogate_kind", f"one of {SURROGATE_KINDS}")
+        check(
+            len(self.proxy_fractions) >= 1 and len(set(self.proxy_fractions)) == len(self.proxy_fractions)
+            and all(0 < f < 1 for f in self.proxy_fractions),
+            "proxy_fractions",
+            "one or more distinct fractions in (0, 1)",
+        )
         check(self.alignment_probe in ALIGNMENT_PROBES, "alignment_probe", f"one of {ALIGNMENT_PROBES}")
         check(
             self.alignment_probe == "central" or not (self.bf16 or self.fp16),

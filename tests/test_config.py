@@ -18,6 +18,8 @@ from cads_hf import CADSConfig
         ("ratio_init", 1.5),
         ("surrogate_fractions", [0.5]),
         ("surrogate_kind", "quadratic"),
+        ("proxy_fractions", [0.25, 0.25]),
+        ("proxy_fractions", [0.0]),
         ("nonfinite_loss", "ignore"),
         ("selection_update_interval", 0),
         ("selection_measure_interval", 0),

@@ -1,0 +1,139 @@
+"""Proxy selection: choose the sources to train on for a budget from scaled-down runs of the whole training.
+
+The per-step rewards of the search see what one step on a source does; they cannot see harm that builds up over a
+run (memorized noisy labels, examples repeated many times). A proxy run sees it: a fresh model trained on every
+source cut to a fraction f of its examples for f x the budget, with the batch cut by f as well, repeats each example
+as often and takes as many optimizer steps as the full run. What cutting a source does to its value (a small clean
+source cut further trains a much weaker model) is corrected by proxies at two or more fractions: each candidate's
+validation error is extrapolated to full size as a power law in f.
+
+Candidates need no prior knowledge of the sources: each source alone, then the unions of the best k sources in the
+order of their own extrapolated error (2J - 1 candidates for J sources). The result is a `Mixture` of ratios 0 or 1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from transformers import default_data_collator
+
+from .budget import ComputeBudget
+from .config import CADSConfig
+from .final_training import SequenceDataset, inner_run_overrides, train_on_mixture
+from .losses import dataset_loss
+from .mixture import Mixture
+from .sources import SourceSet, selected_indices
+
+
+def extrapolate_to_full_size(errors: Mapping[float, float]) -> float:
+    """The error at fraction 1 of the power law err(f) = c f^-a fitted (least squares in log-log) to
+    {fraction: error}; with two fractions the law passes through both, with one the error is returned as is."""
+    if not errors:
+        raise ValueError("No proxy error to extrapolate.")
+    for fraction, error in errors.items():
+        if not (0 < fraction <= 1 and math.isfinite(error) and error > 0):
+            raise ValueError(f"Proxy at fraction {fraction} has error {error}: need 0 < f <= 1 and a positive error.")
+    if len(errors) == 1:
+        return float(next(iter(errors.values())))
+    log_f, log_e = np.log(list(errors)), np.log(list(errors.values()))
+    _, intercept = np.polyfit(log_f, log_e, 1)  # log err = intercept - a log f; at f = 1, log err = intercept
+    return float(np.exp(intercept))
+
+
+def nested_candidates(single_errors: Mapping[str, float]) -> list[tuple[str, ...]]:
+    """The unions of the best k sources, k = 2..J, best first by each source's error when trained alone."""
+    order = sorted(single_errors, key=single_errors.get)
+    return [tuple(order[:k]) for k in range(2, len(order) + 1)]
+
+
+def select_by_proxies(
+    model_init: Callable,
+    sources: Mapping,
+    eval_dataset,
+    args: CADSConfig,
+    validation_error: Callable | None = None,
+    **trainer_kwargs,
+) -> Mixture:
+    """Choose which sources to train on for `args.compute_budget` by proxy runs (module docstring).
+
+    Args:
+        model_init: returns the model to train, freshly initialized (the same weights every call, so that candidates
+            differ only in their data).
+        sources: source name -> dataset.
+        eval_dataset: the validation set (not cut).
+        args: the budget (`compute_budget`, `budget_unit`), the batch size, the seed and the proxies
+            (`proxy_fractions`, `proxy_keep_steps`).
+        validation_error: `(model) -> float`, positive, lower is better; defaults to the validation loss. For a
+            classifier scored on accuracy pass one minus the accuracy.
+        trainer_kwargs: passed to each proxy's `Trainer` (`data_collator`, `processing_class`, ...).
+    Returns:
+        A `Mixture` with ratio 1 for the chosen sources and 0 for the others; `config["candidates"]` holds every
+        candidate's extrapolated error and `metrics["proxy_samples_over_final"]` the proxies' cost.
+    """
+    if args.compute_budget is None:
+        raise ValueError("select_by_proxies needs args.compute_budget: the budget of the final run.")
+    source_set = SourceSet(sources)
+    names = source_set.names
+    budget = ComputeBudget(args.compute_budget, args.budget_unit)
+    proxies = []  # (fraction, cut sources, budget, per-device batch size)
+    for fraction in args.proxy_fractions:
+        batch = args.per_device_train_batch_size
+        if args.proxy_keep_steps:
+            batch = max(1, round(fraction * batch))
+        proxy_budget = ComputeBudget(fraction * budget.amount, budget.unit)
+        try:
+            proxy_budget.check_covers_batch(batch * args.gradient_accumulation_steps * args.world_size)
+        except ValueError as error:
+            raise ValueError(f"proxy_fractions: the proxy at fraction {fraction} is too small. {error}") from None
+        kept = selected_indices(source_set.sizes, [fraction] * len(names), seed=args.seed)
+        cut = {}
+        for name, source, indices in zip(names, source_set.sources, kept):
+            if len(indices) == 0:
+                raise ValueError(
+                    f"proxy_fractions: fraction {fraction} keeps no example of source {name!r} ({len(source)} "
+                    "examples); raise the smallest fraction."
+                )
+            cut[name] = SequenceDataset(source, indices)
+        proxies.append((fraction, cut, proxy_budget, batch))
+
+    collator = trainer_kwargs.get("data_collator") or default_data_collator
+    if validation_error is None:
+        def validation_error(model) -> float:
+            return dataset_loss(model, eval_dataset, collator, args.per_device_eval_batch_size, args.device)[0]
+
+    def extrapolated_error(kept_names: tuple[str, ...]) -> float:
+        ratios = [float(name in kept_names) for name in names]
+        errors = {}
+        for fraction, cut, proxy_budget, batch in proxies:
+            run_dir = os.path.join(args.output_dir, "proxies", f"{'+'.join(kept_names)}-{fraction:g}")
+            overrides = {**inner_run_overrides(run_dir), "per_device_train_batch_size": batch}
+            trainer = train_on_mixture(
+                model_init(), cut, ratios, proxy_budget, args, args_overrides=overrides, **trainer_kwargs
+            )
+            errors[fraction] = validation_error(trainer.model)
+        return extrapolate_to_full_size(errors)
+
+    singles = {name: extrapolated_error((name,)) for name in names}
+    candidates = {(name,): error for name, error in singles.items()}
+    candidates.update({kept: extrapolated_error(kept) for kept in nested_candidates(singles)})
+    best = min(candidates, key=candidates.get)
+    return Mixture(
+        ratios={name: float(name in best) for name in names},
+        source_sizes=dict(zip(names, source_set.sizes)),
+        compute_budget=float(budget.amount),
+        budget_unit=budget.unit,
+        seed=args.seed,
+        reward="proxy",
+        config={
+            "proxy_fractions": list(args.proxy_fractions),
+            "proxy_keep_steps": args.proxy_keep_steps,
+            "candidates": {"+".join(kept): error for kept, error in candidates.items()},
+        },
+        metrics={
+            "predicted_validation_error": candidates[best],
+            "proxy_samples_over_final": len(candidates) * float(sum(args.proxy_fractions)),
+        },
+    )

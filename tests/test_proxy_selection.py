@@ -1,0 +1,92 @@
+"""Proxy selection: the power-law extrapolation, the candidates, the proxies' data, budget and batch, and a real run."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from toy import ToyClassifier, toy_sources
+
+import cads_hf.proxy_selection as proxy_selection
+from cads_hf import CADSConfig, select_by_proxies
+from cads_hf.proxy_selection import extrapolate_to_full_size, nested_candidates
+
+
+def config(tmp_path, **overrides) -> CADSConfig:
+    values = dict(
+        output_dir=str(tmp_path), per_device_train_batch_size=32, learning_rate=1e-2, lr_scheduler_type="constant",
+        report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no", compute_budget=9000, seed=0,
+    )
+    return CADSConfig(**{**values, **overrides})
+
+
+def test_extrapolation_recovers_a_power_law_and_fits_more_points_by_least_squares():
+    c, a = 0.3, 0.4
+    assert extrapolate_to_full_size({f: c * f**-a for f in (0.1, 0.25)}) == pytest.approx(c, rel=1e-12)
+    points = {0.05: 0.9, 0.1: 0.5, 0.3: 0.35}
+    slope, intercept = np.polyfit(np.log(list(points)), np.log(list(points.values())), 1)
+    assert extrapolate_to_full_size(points) == pytest.approx(math.exp(intercept))
+    assert extrapolate_to_full_size({0.25: 0.42}) == 0.42
+    with pytest.raises(ValueError, match="fraction 0.25 has error 0"):
+        extrapolate_to_full_size({0.1: 0.3, 0.25: 0.0})
+
+
+def test_nested_candidates_add_sources_in_the_order_of_their_own_error():
+    assert nested_candidates({"a": 0.3, "b": 0.1, "c": 0.2}) == [("b", "c"), ("b", "c", "a")]
+
+
+def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_path, monkeypatch):
+    """A small clean source A and a large noisy one B. At the larger proxy A + B beats A alone, but A's error falls
+    faster with size, so at full size A alone is predicted best (0.139 against 0.143), and chosen."""
+    sources = {"A": list(range(40)), "B": list(range(400))}
+    errors = {  # (kept ratios, fraction) -> validation error of the proxy
+        ((1.0, 0.0), 0.1): 0.5, ((1.0, 0.0), 0.25): 0.3,
+        ((0.0, 1.0), 0.1): 0.3, ((0.0, 1.0), 0.25): 0.27,
+        ((1.0, 1.0), 0.1): 0.25, ((1.0, 1.0), 0.25): 0.2,
+    }
+    calls = []
+
+    def fake_train_on_mixture(model, cut, ratios, budget, args, args_overrides, **kwargs):
+        fraction = budget.amount / 9000
+        calls.append({"sizes": {k: len(v) for k, v in cut.items()}, "ratios": tuple(ratios), "fraction": fraction,
+                      "batch": args_overrides["per_device_train_batch_size"]})
+        return SimpleNamespace(model=(tuple(ratios), round(fraction, 6)))
+
+    monkeypatch.setattr(proxy_selection, "train_on_mixture", fake_train_on_mixture)
+    mixture = select_by_proxies(lambda: None, sources, None, config(tmp_path), validation_error=errors.get)
+    assert mixture.ratios == {"A": 1.0, "B": 0.0}
+    assert mixture.config["candidates"]["A"] == pytest.approx(0.3 * (0.3 / 0.5) ** (math.log(4) / math.log(2.5)))
+    assert mixture.config["candidates"]["A"] < mixture.config["candidates"]["A+B"] < mixture.config["candidates"]["B"]
+    assert len(calls) == 6 and mixture.metrics["proxy_samples_over_final"] == pytest.approx(3 * 0.35)
+    for call in calls:
+        f = call["fraction"]
+        assert call["sizes"] == {"A": round(40 * f), "B": round(400 * f)}
+        assert call["batch"] == round(32 * f)  # as many steps as the full run
+
+    calls.clear()
+    select_by_proxies(lambda: None, sources, None, config(tmp_path, proxy_keep_steps=False), validation_error=errors.get)
+    assert {call["batch"] for call in calls} == {32}
+
+
+def test_selects_the_clean_sources_on_a_real_run(tmp_path):
+    sources, validation = toy_sources(sizes=(300, 300, 300), noise=(0.0, 0.2, 1.0))
+    mixture = select_by_proxies(lambda: ToyClassifier(seed=0), sources, validation, config(tmp_path))
+    assert mixture.ratios["noise_0"] == 1.0 and mixture.ratios["noise_100"] == 0.0
+    assert len(mixture.config["candidates"]) == 5  # three sources alone, then the best two and all three
+    assert all(error > 0 for error in mixture.config["candidates"].values())
+
+
+def test_bad_proxy_settings_name_the_argument_or_source(tmp_path):
+    sources, validation = toy_sources(sizes=(300, 3), noise=(0.0, 0.2))
+    with pytest.raises(ValueError, match="proxy_fractions"):
+        config(tmp_path, proxy_fractions=[0.5, 1.0])
+    with pytest.raises(ValueError, match="proxy_fractions: the proxy at fraction 0.1 is too small"):
+        select_by_proxies(lambda: ToyClassifier(), {"noise_0": sources["noise_0"]}, validation,
+                          config(tmp_path, compute_budget=20))
+    with pytest.raises(ValueError, match="fraction 0.1 keeps no example of source 'noise_20' \\(3 examples\\)"):
+        select_by_proxies(lambda: ToyClassifier(), sources, validation, config(tmp_path))
+    with pytest.raises(ValueError, match="compute_budget"):
+        select_by_proxies(lambda: ToyClassifier(), {"noise_0": sources["noise_0"]}, validation,
+                          config(tmp_path, compute_budget=None))
