@@ -43,3 +43,14 @@ def test_user_script_example_runs_and_ranks_sources_by_noise(tmp_path):
     script += "\nassert sorted(mixture.ratios, key=mixture.ratios.get) == ['noise_90', 'noise_50', 'noise_0'], mixture.ratios\n"
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_proxy_selection_example_runs_and_drops_the_noisiest_source(tmp_path):
+    blocks = _blocks("python")
+    setup = next(block for block in blocks if "CADSTrainer(" in block)
+    setup = setup[: setup.index("set_seed(args.seed)")]  # the data and the config, not the search
+    script = setup + next(block for block in blocks if "select_by_proxies(" in block)
+    script += "\nassert picked.ratios['noise_0'] == 1.0 and picked.ratios['noise_90'] == 0.0, picked.ratios\n"
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
