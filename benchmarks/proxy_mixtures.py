@@ -34,6 +34,7 @@ from common import RESULTS_DIR, fixed_mixture_run, mean_std, run_cached, write_r
 from noisy_sources import BATCH, DESIGNS, make_task
 from noisy_sources import run_job as full_size_job
 
+from cads_hf.proxy_selection import extrapolate_to_full_size
 from cads_hf.vision import noise_source_name
 
 
@@ -51,16 +52,6 @@ def proxy_job(mixtures, epochs, union, job):
         args=lambda output_dir, **extra: {**args(output_dir, **extra), "per_device_train_batch_size": batch},
     )
     return fixed_mixture_run(task, mixtures[key], budgets, f"/tmp/cads_bench/proxy_mixtures/{seed}")
-
-
-def extrapolated_accuracy(accuracies: dict[float, float]) -> float:
-    """Validation accuracy at full size (f = 1) from proxies at two fractions: the error taken as a power law in f,
-    err(f) = c f^-a, through both points (one proxy: its own accuracy)."""
-    if len(accuracies) == 1:
-        return next(iter(accuracies.values()))
-    (f1, a1), (f2, a2) = sorted(accuracies.items())
-    e1, e2 = max(1 - a1, 1e-3), max(1 - a2, 1e-3)  # a perfect proxy would put log(0) in the fit
-    return 1 - e2 * (e2 / e1) ** (math.log(1 / f2) / math.log(f2 / f1))
 
 
 def main():
@@ -105,12 +96,13 @@ def main():
                "oracle": {"chosen": oracle, **mean_std([full_score(k, s, budget, "test") for k, s in zip(oracle, seeds)])},
                "selectors": {}}
         for label, chosen_proxies in selectors.items():
-            def predicted(key, seed):
-                return extrapolated_accuracy({
-                    f: proxy[(key, f, b, seed)]["by_budget"][str(int(e * union * f))]["val"] for f, b in chosen_proxies
+            def predicted_error(key, seed):  # the library's extrapolation (select_by_proxies), on 1 - accuracy
+                return extrapolate_to_full_size({
+                    f: 1 - proxy[(key, f, b, seed)]["by_budget"][str(int(e * union * f))]["val"]
+                    for f, b in chosen_proxies
                 })
 
-            chosen = [max(mixtures, key=lambda k: predicted(k, s)) for s in seeds]
+            chosen = [min(mixtures, key=lambda k: predicted_error(k, s)) for s in seeds]
             row["selectors"][label] = {
                 "proxies": [f"{f:g}:{b}" for f, b in chosen_proxies],
                 "chosen": chosen,
