@@ -403,6 +403,21 @@ def section() -> str:
             *ratio_table(calibrated),
             "",
         ]
+    by_proxies = load("noisy_sources_scarce_proxy")
+    if by_proxies:
+        parts += [
+            "The default against `select_by_proxies` (the `proxy` column; README, \"Which reward\"), seeds "
+            f"{by_proxies['seeds']} (`benchmarks/noisy_sources.py --rewards {' '.join(by_proxies['variants'])} --output "
+            "benchmarks/results/noisy_sources_scarce_proxy.json`); its selection cost is the proxies' wall time over "
+            "the final run's:",
+            "",
+            *mixture_table(by_proxies, 100, 1, "samples"),
+            "",
+            *verdict_lines(by_proxies, "cads_proxy", 100, "%", lower_is_better=False),
+            "",
+            *ratio_table(by_proxies),
+            "",
+        ]
     criteria = load("validation_criteria")
     if criteria:
         parts += [
@@ -483,6 +498,18 @@ def section() -> str:
             "",
             *figure("instruct_mix_full_default", "learned ratios against the budget beside the oracle's mixture"),
             *figure("instruct_mix_full_default_trajectories", "the default's ratios during the search, per budget"),
+        ]
+    text_proxies = load("instruct_mix_full_proxy")
+    if text_proxies:
+        parts += [
+            f"`select_by_proxies` at the same budgets, seeds {text_proxies['seeds']} (`benchmarks/instruct_mix.py "
+            f"--variants {' '.join(text_proxies['variants'])} --seeds {len(text_proxies['seeds'])} --output "
+            "benchmarks/results/instruct_mix_full_proxy.json`; it picks among GPT-4 alone, Alpaca alone and both):",
+            "",
+            *mixture_table(text_proxies, 1, 2, "samples"),
+            "",
+            *verdict_lines(text_proxies, "cads_proxy", 1, "perplexity", lower_is_better=True),
+            "",
         ]
     stem, spectral = latest("spectral_bias")
     if spectral:
