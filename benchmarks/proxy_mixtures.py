@@ -16,8 +16,8 @@ test accuracy of the *full-size* run of the same mixture, beside the oracle's pi
 accuracy). The full-size runs are noisy_sources.py's own fixed-mixture runs, read from (or added to) its cache
 benchmarks/results/noisy_sources_scarce.runs.jsonl.
 
-    python benchmarks/proxy_mixtures.py --quick   # seed 0, the extrapolated proxies with steps kept (~3 min)
-    python benchmarks/proxy_mixtures.py           # seeds 0-2, five selectors from four proxies (~13 min)
+    python benchmarks/proxy_mixtures.py --quick   # seed 0, the extrapolated proxies with steps kept (~5 min)
+    python benchmarks/proxy_mixtures.py           # seeds 0-2, five selectors from four proxies (~25 min)
 
 Without the cache the full-size runs are trained too (about 3 minutes each, 10 per seed, two at a time).
 """
