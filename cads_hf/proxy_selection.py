@@ -22,7 +22,7 @@ from transformers import default_data_collator
 
 from .budget import ComputeBudget
 from .config import CADSConfig
-from .final_training import SequenceDataset, inner_run_overrides, train_on_mixture
+from .final_training import SequenceDataset, example_lengths, inner_run_overrides, train_on_mixture
 from .losses import dataset_loss
 from .mixture import Mixture
 from .sources import SourceSet, selected_indices
@@ -78,6 +78,7 @@ def select_by_proxies(
     source_set = SourceSet(sources)
     names = source_set.names
     budget = ComputeBudget(args.compute_budget, args.budget_unit)
+    mean_tokens = float(example_lengths(source_set).mean()) if budget.unit == "tokens" else None
     proxies = []  # (fraction, cut sources, budget, per-device batch size)
     for fraction in args.proxy_fractions:
         batch = args.per_device_train_batch_size
@@ -85,7 +86,7 @@ def select_by_proxies(
             batch = max(1, round(fraction * batch))
         proxy_budget = ComputeBudget(fraction * budget.amount, budget.unit)
         try:
-            proxy_budget.check_covers_batch(batch * args.gradient_accumulation_steps * args.world_size)
+            proxy_budget.check_covers_batch(batch * args.gradient_accumulation_steps * args.world_size, mean_tokens)
         except ValueError as error:
             raise ValueError(f"proxy_fractions: the proxy at fraction {fraction} is too small. {error}") from None
         kept = selected_indices(source_set.sizes, [fraction] * len(names), seed=args.seed)
@@ -114,7 +115,10 @@ def select_by_proxies(
                 model_init(), cut, ratios, proxy_budget, args, args_overrides=overrides, **trainer_kwargs
             )
             errors[fraction] = validation_error(trainer.model)
-        return extrapolate_to_full_size(errors)
+        try:
+            return extrapolate_to_full_size(errors)
+        except ValueError as error:  # a NaN or non-positive error: say which candidate
+            raise ValueError(f"Candidate {'+'.join(kept_names)}: {error}") from None
 
     singles = {name: extrapolated_error((name,)) for name in names}
     candidates = {(name,): error for name, error in singles.items()}

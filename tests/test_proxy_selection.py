@@ -69,6 +69,29 @@ def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_pat
     select_by_proxies(lambda: None, sources, None, config(tmp_path, proxy_keep_steps=False), validation_error=errors.get)
     assert {call["batch"] for call in calls} == {32}
 
+    nan_for_b = {**errors, ((0.0, 1.0), 0.25): float("nan")}
+    with pytest.raises(ValueError, match="Candidate B: Proxy at fraction 0.25 has error nan"):
+        select_by_proxies(lambda: None, sources, None, config(tmp_path), validation_error=nan_for_b.get)
+
+
+def test_token_budgets_are_checked_and_cut_in_tokens(tmp_path, monkeypatch):
+    from datasets import Dataset
+
+    sources = {"A": Dataset.from_dict({"length": [10] * 40}), "B": Dataset.from_dict({"length": [30] * 40})}
+    budgets = []
+
+    def fake_train_on_mixture(model, cut, ratios, budget, args, args_overrides, **kwargs):
+        budgets.append((budget.amount, budget.unit))
+        return SimpleNamespace(model=None)
+
+    monkeypatch.setattr(proxy_selection, "train_on_mixture", fake_train_on_mixture)
+    select_by_proxies(lambda: None, sources, None, config(tmp_path, budget_unit="tokens"), validation_error=lambda m: 1.0)
+    assert set(budgets) == {(900.0, "tokens"), (2250.0, "tokens")}
+    # 20 tokens per example on average: 0.1 x 400 tokens pays for 2 examples, fewer than the proxy's batch of 3.
+    with pytest.raises(ValueError, match="proxy_fractions: the proxy at fraction 0.1 is too small"):
+        select_by_proxies(lambda: None, sources, None, config(tmp_path, budget_unit="tokens", compute_budget=400),
+                          validation_error=lambda m: 1.0)
+
 
 def test_selects_the_clean_sources_on_a_real_run(tmp_path):
     sources, validation = toy_sources(sizes=(300, 300, 300), noise=(0.0, 0.2, 1.0))
