@@ -108,7 +108,8 @@ class CADSConfig(TrainingArguments):
             16 epochs, because cutting the small clean source weakens it (README, "Which reward").
         proxy_keep_steps (`bool`, defaults to `True`):
             Only for `select_by_proxies`: cut the batch by the same fraction, so that a proxy takes as many optimizer
-            steps as the full run (memorization needs steps as well as epochs).
+            steps as the full run (memorization needs steps as well as epochs). The learning rate is not cut: a batch
+            cut to one or two examples may not train at the full run's rate; then set False or lower the rate.
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
         selection_averaging (`str`, defaults to `"tail"`):
