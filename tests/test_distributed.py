@@ -1,5 +1,6 @@
 """Two CPU processes (gloo) run the same search and must end in exactly the same selection state."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,12 +14,16 @@ TWO_CPU_PROCESSES = [
 ]
 
 
-def _launch(tmp_path, reward):
-    command = [sys.executable, "-m", "accelerate.commands.launch", *TWO_CPU_PROCESSES,
-               os.path.join(HERE, "distributed_search.py"), str(tmp_path), reward]
+def _run_two_processes(script, *script_args):
+    command = [sys.executable, "-m", "accelerate.commands.launch", *TWO_CPU_PROCESSES, os.path.join(HERE, script),
+               *script_args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def _launch(tmp_path, reward):
+    _run_two_processes("distributed_search.py", str(tmp_path), reward)
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
 
 
@@ -34,3 +39,13 @@ def test_two_processes_sample_the_same_ratios_and_end_identical(tmp_path, reward
     assert not torch.allclose(rank0["s"], torch.full_like(rank0["s"], 0.5))  # the selection did move
     for a, b in zip(rank0["params"], rank1["params"]):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_select_the_same_sources_by_proxies(tmp_path):
+    _run_two_processes("distributed_proxies.py", str(tmp_path))
+    rank0, rank1 = (json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2))
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    assert rank0["candidates"] == rank1["candidates"] and rank0["ratios"] == rank1["ratios"]
+    assert rank0["ratios"]["noise_0"] == 1.0 and rank0["ratios"]["noise_100"] == 0.0
