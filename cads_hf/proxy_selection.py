@@ -18,8 +18,6 @@ import os
 from collections.abc import Callable, Mapping
 
 import numpy as np
-from transformers import default_data_collator
-
 from .budget import ComputeBudget
 from .config import CADSConfig
 from .final_training import SequenceDataset, example_lengths, inner_run_overrides, train_on_mixture
@@ -100,10 +98,11 @@ def select_by_proxies(
             cut[name] = SequenceDataset(source, indices)
         proxies.append((fraction, cut, proxy_budget, batch))
 
-    collator = trainer_kwargs.get("data_collator") or default_data_collator
-    if validation_error is None:
-        def validation_error(model) -> float:
-            return dataset_loss(model, eval_dataset, collator, args.per_device_eval_batch_size, args.device)[0]
+    def validation_loss(trainer) -> float:
+        # Read through the proxy Trainer's own collator and column filter, so that validation columns the model does
+        # not take are dropped as they are for training.
+        collate = trainer._get_collator_with_removed_columns(trainer.data_collator, "validation")
+        return dataset_loss(trainer.model, eval_dataset, collate, args.per_device_eval_batch_size, args.device)[0]
 
     def extrapolated_error(kept_names: tuple[str, ...]) -> float:
         ratios = [float(name in kept_names) for name in names]
@@ -114,7 +113,7 @@ def select_by_proxies(
             trainer = train_on_mixture(
                 model_init(), cut, ratios, proxy_budget, args, args_overrides=overrides, **trainer_kwargs
             )
-            errors[fraction] = validation_error(trainer.model)
+            errors[fraction] = validation_loss(trainer) if validation_error is None else validation_error(trainer.model)
         try:
             return extrapolate_to_full_size(errors)
         except ValueError as error:  # a NaN or non-positive error: say which candidate

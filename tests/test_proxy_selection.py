@@ -95,6 +95,7 @@ def test_token_budgets_are_checked_and_cut_in_tokens(tmp_path, monkeypatch):
 
 def test_selects_the_clean_sources_on_a_real_run(tmp_path):
     sources, validation = toy_sources(sizes=(300, 300, 300), noise=(0.0, 0.2, 1.0))
+    validation = validation.add_column("note", [0] * len(validation))  # not a model input: dropped, as in training
     mixture = select_by_proxies(lambda: ToyClassifier(seed=0), sources, validation, config(tmp_path))
     assert mixture.ratios["noise_0"] == 1.0 and mixture.ratios["noise_100"] == 0.0
     assert len(mixture.config["candidates"]) == 5  # three sources alone, then the best two and all three
