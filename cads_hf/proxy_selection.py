@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable, Mapping
 
 import numpy as np
+from transformers import set_seed
+
 from .budget import ComputeBudget
 from .config import CADSConfig
 from .final_training import SequenceDataset, example_lengths, inner_run_overrides, train_on_mixture
@@ -58,8 +60,8 @@ def select_by_proxies(
     """Choose which sources to train on for `args.compute_budget` by proxy runs (module docstring).
 
     Args:
-        model_init: returns the model to train, freshly initialized (the same weights every call, so that candidates
-            differ only in their data).
+        model_init: returns the model to train, freshly initialized; it is called after `set_seed(args.seed)`, as
+            `Trainer` calls its `model_init`, so every candidate starts from the same weights.
         sources: source name -> dataset.
         eval_dataset: the validation set (not cut).
         args: the budget (`compute_budget`, `budget_unit`), the batch size, the seed and the proxies
@@ -110,6 +112,7 @@ def select_by_proxies(
         for fraction, cut, proxy_budget, batch in proxies:
             run_dir = os.path.join(args.output_dir, "proxies", f"{'+'.join(kept_names)}-{fraction:g}")
             overrides = {**inner_run_overrides(run_dir), "per_device_train_batch_size": batch}
+            set_seed(args.seed)  # as Trainer does before `model_init`: every candidate starts from the same weights
             trainer = train_on_mixture(
                 model_init(), cut, ratios, proxy_budget, args, args_overrides=overrides, **trainer_kwargs
             )

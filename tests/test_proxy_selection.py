@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from toy import ToyClassifier, toy_sources
 
 import cads_hf.proxy_selection as proxy_selection
@@ -55,7 +56,10 @@ def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_pat
         return SimpleNamespace(model=(tuple(ratios), round(fraction, 6)))
 
     monkeypatch.setattr(proxy_selection, "train_on_mixture", fake_train_on_mixture)
-    mixture = select_by_proxies(lambda: None, sources, None, config(tmp_path), validation_error=errors.get)
+    draws = []  # what an unseeded model initialization would draw, once per proxy run
+    mixture = select_by_proxies(lambda: draws.append(float(torch.rand(()))), sources, None, config(tmp_path),
+                                validation_error=errors.get)
+    assert len(draws) == 6 and len(set(draws)) == 1  # every candidate starts from the same weights
     assert mixture.ratios == {"A": 1.0, "B": 0.0}
     assert mixture.config["candidates"]["A"] == pytest.approx(0.3 * (0.3 / 0.5) ** (math.log(4) / math.log(2.5)))
     assert mixture.config["candidates"]["A"] < mixture.config["candidates"]["A+B"] < mixture.config["candidates"]["B"]
