@@ -56,6 +56,8 @@ VARIANTS = {
 }
 # Not a search: select_by_proxies (scaled-down runs of every candidate, error extrapolated to full size).
 VARIANTS["proxy"] = {"selection": "proxies", "proxy_fractions": [0.1, 0.25], "proxy_keep_steps": True}
+# The same, each next source also tried at half its size (fractional mixtures such as GPT-4 plus half of Alpaca).
+VARIANTS["proxy_half"] = {**VARIANTS["proxy"], "proxy_ratio_steps": [0.5, 1.0]}
 DEFAULT_VARIANT = "horizon_k64_tail"  # the variant that matches CADSConfig's defaults
 
 

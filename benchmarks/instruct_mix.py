@@ -57,7 +57,9 @@ FILES = {
 GRID = [[1, 0], [0, 1], [1, 0.1], [1, 0.25], [1, 0.5], [1, 1], [0.5, 0.5]]
 QUICK_GRID = [[1, 0], [0, 1], [1, 0.25], [1, 1]]  # each source alone, full data and the in-between mixture
 QUICK_BUDGETS = [1000, 2000]
+BUDGETS = [2000, 5000, 10000, 20000]
 BATCH = 16
+LEARNING_RATE = 1e-3
 MAX_LENGTH = 256
 
 
@@ -94,7 +96,7 @@ def make_task(seed: int) -> Task:
         score=perplexity,
         args=lambda output_dir, **extra: {
             **dict(
-                output_dir=output_dir, per_device_train_batch_size=BATCH, learning_rate=1e-3,
+                output_dir=output_dir, per_device_train_batch_size=BATCH, learning_rate=LEARNING_RATE,
                 lr_scheduler_type="constant", weight_decay=0.0, report_to="none", save_strategy="no",
                 logging_strategy="no", disable_tqdm=True, use_cpu=True, seed=seed, log_level="error",
             ),
@@ -117,7 +119,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=None, help="Seeds 0..n-1 (default 3; --quick: 1).")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 5000, 10000, 20000])
+    parser.add_argument("--budgets", type=int, nargs="+", default=BUDGETS)
     parser.add_argument("--variants", nargs="*", default=None, choices=sorted(VARIANTS),
                         help=f"CADS-S variants (default: validation_mean, horizon_mean, {DEFAULT_VARIANT}, penalty; "
                              "--quick: the default only; none: the fixed mixtures alone).")

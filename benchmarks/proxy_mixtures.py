@@ -9,17 +9,22 @@ as epochs). Proxies at two fractions give a third selector: each mixture's valid
 a power law in f, which corrects for what cutting a source does to its value (75 clean images train a far weaker
 model than 300).
 
-This script tests that premise in the scarce-clean design of noisy_sources.py (same data, model and rules). For each
-proxy and budget it trains the design's grid of fixed mixtures (plus each source alone) on the proxies, picks
-the one with the best proxy validation accuracy (the clean validation set is not cut), and scores that pick by the
-test accuracy of the *full-size* run of the same mixture, beside the oracle's pick (best full-size validation
-accuracy). The full-size runs are noisy_sources.py's own fixed-mixture runs, read from (or added to) its cache
-benchmarks/results/noisy_sources_scarce.runs.jsonl.
+This script tests that premise in two benchmarks, with their data, models and rules: the scarce-clean design of
+noisy_sources.py (`--task scarce`) and instruct_mix.py (`--task instruct`), whose grid holds fractional mixtures
+(GPT-4 plus a tenth, a quarter or half of Alpaca). For each proxy and budget it trains the benchmark's grid of
+fixed mixtures (plus each source alone) on the proxies, picks the one with the lowest proxy validation error (one
+minus the accuracy; the validation loss for text, as select_by_proxies uses by default; the validation set is not
+cut), and scores that pick by the test score of the *full-size* run of the same mixture, beside the oracle's pick
+(best full-size validation score). The full-size runs are the benchmark's own fixed-mixture runs, read from (or
+added to) its cache in benchmarks/results.
 
     python benchmarks/proxy_mixtures.py --quick   # seed 0, the extrapolated proxies with steps kept (~5 min)
-    python benchmarks/proxy_mixtures.py           # seeds 0-2, five selectors from four proxies (~25 min)
+    python benchmarks/proxy_mixtures.py           # seeds 0-2, six selectors from six proxies (~35 min)
+    python benchmarks/proxy_mixtures.py --task instruct --quick  # seed 0, the quick grid and budgets (~3 min)
+    python benchmarks/proxy_mixtures.py --task instruct          # seed 0, the full grid and budgets (~25 min)
 
-Without the cache the full-size runs are trained too (about 3 minutes each, 10 per seed, two at a time).
+Without the cache the full-size runs are trained too (images: about 3 minutes each, 10 per seed; text: about 10
+minutes each, 7 per seed; two at a time).
 """
 
 from __future__ import annotations
@@ -28,94 +33,151 @@ import argparse
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 
+import instruct_mix
+import noisy_sources
 import torch
 from common import RESULTS_DIR, fixed_mixture_run, mean_std, run_cached, write_results
-from noisy_sources import BATCH, DESIGNS, make_task
-from noisy_sources import run_job as full_size_job
 
 from cads_hf.proxy_selection import extrapolate_to_full_size
 from cads_hf.vision import noise_source_name
 
 
-def proxy_job(mixtures, epochs, union, job):
-    """One mixture trained on every source cut to fraction f, for f x each budget, at the given batch size;
-    validation and test unchanged."""
+@dataclasses.dataclass
+class Study:
+    """A benchmark's problem as the proxies see it."""
+
+    make_task: Callable  # seed -> Task
+    batch: int
+    learning_rate: float
+    budgets: list
+    budget_labels: dict  # budget -> how the README names it (epochs of the union for images)
+    mixtures: dict  # key -> ratios; the benchmark's own keys, so its cached full-size runs are found
+    full_size_job: Callable  # job -> result, exactly as the benchmark trains it
+    full_size_cache: str
+    error: Callable  # validation score -> positive error, lower is better
+    source_sizes: dict
+
+
+def scarce_study(quick: bool) -> Study:
+    design = noisy_sources.DESIGNS["scarce"]
+    union = sum(design["sizes"])
+    budgets = [int(e * union) for e in design["epochs"]]
+    names = [noise_source_name(p) for p in design["noise"]]
+    singles = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
+    mixtures = {str(r): r for r in [[float(x) for x in r] for r in design["grid"]] + singles}
+    full_size_job = functools.partial(noisy_sources.run_job, "scarce", design, mixtures, budgets, 1.0, 1,
+                                      "/tmp/cads_bench/proxy_full")
+    return Study(
+        functools.partial(noisy_sources.make_task, design), noisy_sources.BATCH, noisy_sources.LEARNING_RATE,
+        budgets, dict(zip(budgets, design["epochs"])), mixtures, full_size_job,
+        f"{RESULTS_DIR}/noisy_sources_scarce.runs.jsonl", lambda accuracy: 1 - accuracy,
+        dict(zip(names, design["sizes"])),
+    )
+
+
+def instruct_study(quick: bool) -> Study:
+    grid, budgets = (instruct_mix.QUICK_GRID, instruct_mix.QUICK_BUDGETS) if quick else (instruct_mix.GRID, instruct_mix.BUDGETS)
+    mixtures = {str(r): r for r in [[float(x) for x in r] for r in grid]}
+    full_size_job = functools.partial(instruct_mix.run_job, mixtures, budgets, 1.0, "/tmp/cads_bench/proxy_full")
+    _, splits = instruct_mix.prepared()
+    return Study(
+        instruct_mix.make_task, instruct_mix.BATCH, instruct_mix.LEARNING_RATE, budgets, {b: b for b in budgets},
+        mixtures, full_size_job, f"{RESULTS_DIR}/instruct_mix{'_quick' if quick else ''}.runs.jsonl",
+        math.log,  # perplexity -> validation loss
+        {name: len(split["train"]) for name, split in splits.items()},
+    )
+
+
+STUDIES = {"scarce": scarce_study, "instruct": instruct_study}
+
+
+def proxy_job(make_task, mixtures, budgets, job):
+    """One mixture trained on every source cut to fraction f, for f x each budget, at the given batch size and
+    learning rate; validation and test unchanged."""
     torch.set_num_threads(1)
-    key, fraction, batch, seed = job
-    task = make_task(DESIGNS["scarce"], seed)
+    key, fraction, batch, seed, learning_rate = job
+    task = make_task(seed)
     sources = {name: data.select(range(math.ceil(fraction * len(data)))) for name, data in task.sources.items()}
-    budgets = [int(e * union * fraction) for e in epochs]
     args = task.args
     task = dataclasses.replace(
         task, sources=sources, batch_size=batch,
-        args=lambda output_dir, **extra: {**args(output_dir, **extra), "per_device_train_batch_size": batch},
+        args=lambda output_dir, **extra: {**args(output_dir, **extra), "per_device_train_batch_size": batch,
+                                            "learning_rate": learning_rate},
     )
-    return fixed_mixture_run(task, mixtures[key], budgets, f"/tmp/cads_bench/proxy_mixtures/{seed}")
+    return fixed_mixture_run(task, mixtures[key], [int(fraction * b) for b in budgets],
+                             f"/tmp/cads_bench/proxy_mixtures/{seed}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=sorted(STUDIES), default="scarce")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=None, help="Seeds 0..n-1 (default: 3 for scarce, 1 for instruct).")
     parser.add_argument("--workers", type=int, default=2)
     options = parser.parse_args()
-    design = DESIGNS["scarce"]
-    # Selectors: the proxies (fraction of every source, batch size) whose validation accuracy, extrapolated to full
-    # size where there are two, ranks the mixtures. The batch cut with the data keeps the full run's number of steps.
-    steps_kept = [(0.1, round(0.1 * BATCH)), (0.25, round(0.25 * BATCH))]
-    selectors = {"f=0.1": [(0.1, BATCH)], "f=0.25": [(0.25, BATCH)], "f=0.25, steps kept": steps_kept[1:],
-                 "f=0.1+0.25 extrapolated": [(0.1, BATCH), (0.25, BATCH)],
-                 "f=0.1+0.25 extrapolated, steps kept": steps_kept}
+    study = STUDIES[options.task](options.quick)
+    # Selectors: the proxies (fraction of every source, batch size, learning rate) whose validation error,
+    # extrapolated to full size where there are two, ranks the mixtures. The batch cut with the data keeps the full
+    # run's number of steps; the learning rate cut by sqrt(f) with it keeps Adam's gradient noise scale (the
+    # square-root scaling rule).
+    full = [(f, study.batch, study.learning_rate) for f in (0.1, 0.25)]
+    steps_kept = [(f, max(1, round(f * study.batch)), study.learning_rate) for f in (0.1, 0.25)]
+    sqrt_lr = [(f, b, lr * math.sqrt(f)) for f, b, lr in steps_kept]
+    selectors = {"f=0.1": full[:1], "f=0.25": full[1:], "f=0.25, steps kept": steps_kept[1:],
+                 "f=0.1+0.25 extrapolated": full, "f=0.1+0.25 extrapolated, steps kept": steps_kept,
+                 "f=0.1+0.25 extrapolated, steps kept, lr x sqrt(f)": sqrt_lr}
+    if options.task == "instruct":
+        selectors = {label: selectors[label] for label in
+                     ["f=0.25, steps kept", "f=0.1+0.25 extrapolated", "f=0.1+0.25 extrapolated, steps kept"]}
     if options.quick:
         selectors = {"f=0.1+0.25 extrapolated, steps kept": steps_kept}
     proxies = list(dict.fromkeys(p for chosen in selectors.values() for p in chosen))
-    seeds = [0] if options.quick else list(range(options.seeds))
-    epochs, union = design["epochs"], sum(design["sizes"])
-    budgets = [int(e * union) for e in epochs]
-    names = [noise_source_name(p) for p in design["noise"]]
-    singles = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
-    mixtures = {str(r): r for r in [[float(x) for x in r] for r in design["grid"]] + singles}
+    seeds = list(range(options.seeds or (3 if options.task == "scarce" and not options.quick else 1)))
+    mixtures, budgets = study.mixtures, study.budgets
 
-    # The full-size runs, exactly as noisy_sources.py trains them (its cache, its job keys).
-    full_run = functools.partial(full_size_job, "scarce", design, mixtures, budgets, 1.0, 1, "/tmp/cads_bench/proxy_full")
-    full = run_cached([("fixed", key, None, s) for s in seeds for key in mixtures], full_run, options.workers,
-                      f"{RESULTS_DIR}/noisy_sources_scarce.runs.jsonl", lambda job, _: print(f"done {job}", flush=True))
-    name = "proxy_mixtures" + ("_quick" if options.quick else "")
-    proxy = run_cached([(key, f, batch, s) for s in seeds for f, batch in proxies for key in mixtures],
-                       functools.partial(proxy_job, mixtures, epochs, union), options.workers,
+    # The full-size runs, exactly as the benchmark trains them (its cache, its job keys).
+    full = run_cached([("fixed", key, None, s) for s in seeds for key in mixtures], study.full_size_job,
+                      options.workers, study.full_size_cache, lambda job, _: print(f"done {job}", flush=True))
+    name = "proxy_mixtures" + ("_instruct" if options.task == "instruct" else "") + ("_quick" if options.quick else "")
+    proxy = run_cached([(key, f, batch, s, lr) for s in seeds for f, batch, lr in proxies for key in mixtures],
+                       functools.partial(proxy_job, study.make_task, mixtures, budgets), options.workers,
                        f"{RESULTS_DIR}/{name}.runs.jsonl", lambda job, _: print(f"done {job}", flush=True))
 
     def full_score(key, seed, budget, split):
         return full[("fixed", key, None, seed)]["by_budget"][str(budget)][split]
 
+    def full_error(key, seed, budget):
+        return study.error(full_score(key, seed, budget, "val"))
+
     rows = []
-    for budget, e in zip(budgets, epochs):
-        oracle = [max(mixtures, key=lambda k: full_score(k, s, budget, "val")) for s in seeds]
-        row = {"budget": budget, "epochs": e,
+    for budget in budgets:
+        oracle = [min(mixtures, key=lambda k: full_error(k, s, budget)) for s in seeds]
+        row = {"budget": budget, "label": study.budget_labels[budget],
                "oracle": {"chosen": oracle, **mean_std([full_score(k, s, budget, "test") for k, s in zip(oracle, seeds)])},
                "selectors": {}}
         for label, chosen_proxies in selectors.items():
-            def predicted_error(key, seed):  # the library's extrapolation (select_by_proxies), on 1 - accuracy
+            def predicted_error(key, seed):  # the library's extrapolation (select_by_proxies)
                 return extrapolate_to_full_size({
-                    f: 1 - proxy[(key, f, b, seed)]["by_budget"][str(int(e * union * f))]["val"]
-                    for f, b in chosen_proxies
+                    f: study.error(proxy[(key, f, b, seed, lr)]["by_budget"][str(int(f * budget))]["val"])
+                    for f, b, lr in chosen_proxies
                 })
 
             chosen = [min(mixtures, key=lambda k: predicted_error(k, s)) for s in seeds]
             row["selectors"][label] = {
-                "proxies": [f"{f:g}:{b}" for f, b in chosen_proxies],
+                "proxies": [f"{f:g}:{b}:{lr:.2g}" for f, b, lr in chosen_proxies],
                 "chosen": chosen,
                 **mean_std([full_score(k, s, budget, "test") for k, s in zip(chosen, seeds)]),
                 "agrees_with_oracle": sum(c == o for c, o in zip(chosen, oracle)),
                 # Samples every mixture's proxies train, over one final run's (wall times are not compared: the
                 # proxies and the full-size runs ran under different loads).
-                "samples_over_final": len(mixtures) * sum(f for f, _ in chosen_proxies),
+                "samples_over_final": len(mixtures) * sum(f for f, _, _ in chosen_proxies),
             }
         rows.append(row)
-    results = {"design": "scarce", "sources": dict(zip(names, design["sizes"])), "seeds": seeds,
+    results = {"task": options.task, "sources": study.source_sizes, "seeds": seeds,
                "quick": options.quick, "selectors": list(selectors), "mixtures": list(mixtures), "rows": rows,
-               "runs": f"{name}.runs.jsonl", "full_size_runs": "noisy_sources_scarce.runs.jsonl"}
+               "runs": f"{name}.runs.jsonl", "full_size_runs": study.full_size_cache.split("/")[-1]}
     print("wrote", write_results(name, results))
 
 

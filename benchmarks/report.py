@@ -326,22 +326,31 @@ def criteria_table(criteria: dict, calibrated: dict | None) -> list[str]:
     return lines
 
 
-def proxy_table(proxy: dict, scarce: dict | None) -> list[str]:
-    """Per budget, the test accuracy of the mixture each proxy selector picks (full-size run of that mixture), beside
-    the oracle's pick and the default search on the same seeds; one row per selector."""
-    search = {row["budget"]: row.get("cads_" + DEFAULT) for row in scarce["rows"]} if scarce else {}
-    same_seeds = bool(scarce) and scarce["seeds"] == proxy["seeds"]
+def proxy_table(proxy: dict, searched: dict | None, scale: float, digits: int) -> list[str]:
+    """Per budget, the test score of the mixture each proxy selector picks (full-size run of that mixture), beside
+    the oracle's pick and the default search on the same seeds; one row per selector. With one seed, each cell names
+    the mixture picked."""
+    search = {row["budget"]: row.get("cads_" + DEFAULT) for row in searched["rows"]} if searched else {}
+    same_seeds = bool(searched) and searched["seeds"] == proxy["seeds"]
     rows = proxy["rows"]
-    lines = ["| selector | samples over a final run | " + " | ".join(f"{row['epochs']:g} ep" for row in rows) + " |",
+    unit = "ep" if proxy["task"] == "scarce" else "samples"
+
+    def pick(stat: dict, agrees: str) -> str:
+        if stat["n"] > 1:
+            return f"{cell(stat, scale, digits)}{agrees}"
+        ratios = ",".join(f"{x:g}" for x in json.loads(stat["chosen"][0]))
+        return f"{stat['mean'] * scale:.{digits}f} ({ratios})"
+
+    lines = ["| selector | samples over a final run | " + " | ".join(f"{row['label']:g} {unit}" for row in rows) + " |",
              "|" + "---|" * (len(rows) + 2)]
     for label in proxy["selectors"]:
         picks = [row["selectors"][label] for row in rows]
         lines.append(f"| {label} | {picks[0]['samples_over_final']:g}x | " + " | ".join(
-            f"{cell(p, 100, 1)} ({p['agrees_with_oracle']}/{p['n']} as the oracle)" for p in picks) + " |")
-    lines.append("| oracle (full-size runs) | | " + " | ".join(cell(row["oracle"], 100, 1) for row in rows) + " |")
+            pick(p, f" ({p['agrees_with_oracle']}/{p['n']} as the oracle)") for p in picks) + " |")
+    lines.append("| oracle (full-size runs) | | " + " | ".join(pick(row["oracle"], "") for row in rows) + " |")
     if same_seeds:
         lines.append(f"| CADS-S {DEFAULT} | | "
-                     + " | ".join(cell(search.get(row["budget"]), 100, 1) for row in rows) + " |")
+                     + " | ".join(cell(search.get(row["budget"]), scale, digits) for row in rows) + " |")
     return lines
 
 
@@ -439,7 +448,7 @@ def section() -> str:
             "accuracy of that mixture's full-size run, how often it is the oracle's pick, and the proxies' cost in "
             "samples over one final run:",
             "",
-            *proxy_table(proxy, scarce),
+            *proxy_table(proxy, scarce, 100, 1),
             "",
         ]
     paper = load("noisy_sources_paper")
@@ -509,6 +518,17 @@ def section() -> str:
             *mixture_table(text_proxies, 1, 2, "samples"),
             "",
             *verdict_lines(text_proxies, "cads_proxy", 1, "perplexity", lower_is_better=True),
+            "",
+        ]
+    text_grid = load("proxy_mixtures_instruct")
+    if text_grid:
+        parts += [
+            "Whether proxies could choose among fractional mixtures too (`benchmarks/proxy_mixtures.py --task "
+            f"instruct`, seeds {text_grid['seeds']}): the grid's seven mixtures (ratios of GPT-4 and Alpaca) trained "
+            "on proxies, ranked by validation loss (extrapolated to full size from two fractions where there are "
+            "two), and scored by the test perplexity of the same mixture's full-size run:",
+            "",
+            *proxy_table(text_grid, full, 1, 0),
             "",
         ]
     stem, spectral = latest("spectral_bias")

@@ -8,7 +8,8 @@ source cut further trains a much weaker model) is corrected by proxies at two or
 validation error is extrapolated to full size as a power law in f.
 
 Candidates need no prior knowledge of the sources: each source alone, then the unions of the best k sources in the
-order of their own extrapolated error (2J - 1 candidates for J sources). The result is a `Mixture` of ratios 0 or 1.
+order of their own extrapolated error (2J - 1 candidates for J sources), the k-th source joining at each of
+`proxy_ratio_steps` (by default whole). The result is a `Mixture` of the chosen candidate's ratios.
 """
 
 from __future__ import annotations
@@ -43,10 +44,17 @@ def extrapolate_to_full_size(errors: Mapping[float, float]) -> float:
     return float(np.exp(intercept))
 
 
-def nested_candidates(single_errors: Mapping[str, float]) -> list[tuple[str, ...]]:
-    """The unions of the best k sources, k = 2..J, best first by each source's error when trained alone."""
+def nested_candidates(single_errors: Mapping[str, float], ratio_steps=(1.0,)) -> list[dict[str, float]]:
+    """The unions of the best k sources, k = 2..J, best first by each source's error when trained alone, the k-th
+    joining at each ratio of `ratio_steps` in turn: {source: ratio} of the sources kept."""
     order = sorted(single_errors, key=single_errors.get)
-    return [tuple(order[:k]) for k in range(2, len(order) + 1)]
+    return [{**dict.fromkeys(order[: k - 1], 1.0), order[k - 1]: step}
+            for k in range(2, len(order) + 1) for step in ratio_steps]
+
+
+def candidate_name(kept: Mapping[str, float]) -> str:
+    """'a+b+0.5*c': the sources kept, with their ratio where it is not 1."""
+    return "+".join(name if ratio == 1 else f"{ratio:g}*{name}" for name, ratio in kept.items())
 
 
 def select_by_proxies(
@@ -65,13 +73,14 @@ def select_by_proxies(
         sources: source name -> dataset.
         eval_dataset: the validation set (not cut).
         args: the budget (`compute_budget`, `budget_unit`), the batch size, the seed and the proxies
-            (`proxy_fractions`, `proxy_keep_steps`).
+            (`proxy_fractions`, `proxy_keep_steps`, `proxy_ratio_steps`).
         validation_error: `(model) -> float`, positive, lower is better; defaults to the validation loss. For a
             classifier scored on accuracy pass one minus the accuracy.
         trainer_kwargs: passed to each proxy's `Trainer` (`data_collator`, `processing_class`, ...).
     Returns:
-        A `Mixture` with ratio 1 for the chosen sources and 0 for the others; `config["candidates"]` holds every
-        candidate's extrapolated error and `metrics["proxy_samples_over_final"]` the proxies' cost.
+        A `Mixture` with the chosen candidate's ratios (0 for the sources it leaves out); `config["candidates"]`
+        holds every candidate's extrapolated error by `candidate_name`, and `metrics["proxy_samples_over_final"]`
+        the proxies' cost.
     """
     if args.compute_budget is None:
         raise ValueError("select_by_proxies needs args.compute_budget: the budget of the final run.")
@@ -106,11 +115,11 @@ def select_by_proxies(
         collate = trainer._get_collator_with_removed_columns(trainer.data_collator, "validation")
         return dataset_loss(trainer.model, eval_dataset, collate, args.per_device_eval_batch_size, args.device)[0]
 
-    def extrapolated_error(kept_names: tuple[str, ...]) -> float:
-        ratios = [float(name in kept_names) for name in names]
+    def extrapolated_error(kept: dict[str, float]) -> float:
+        ratios = [kept.get(name, 0.0) for name in names]
         errors = {}
         for fraction, cut, proxy_budget, batch in proxies:
-            run_dir = os.path.join(args.output_dir, "proxies", f"{'+'.join(kept_names)}-{fraction:g}")
+            run_dir = os.path.join(args.output_dir, "proxies", f"{candidate_name(kept).replace('*', 'x')}-{fraction:g}")
             overrides = {**inner_run_overrides(run_dir), "per_device_train_batch_size": batch}
             set_seed(args.seed)  # as Trainer does before `model_init`: every candidate starts from the same weights
             trainer = train_on_mixture(
@@ -120,14 +129,15 @@ def select_by_proxies(
         try:
             return extrapolate_to_full_size(errors)
         except ValueError as error:  # a NaN or non-positive error: say which candidate
-            raise ValueError(f"Candidate {'+'.join(kept_names)}: {error}") from None
+            raise ValueError(f"Candidate {candidate_name(kept)}: {error}") from None
 
-    singles = {name: extrapolated_error((name,)) for name in names}
-    candidates = {(name,): error for name, error in singles.items()}
-    candidates.update({kept: extrapolated_error(kept) for kept in nested_candidates(singles)})
-    best = min(candidates, key=candidates.get)
+    singles = {name: extrapolated_error({name: 1.0}) for name in names}
+    candidates = {name: ({name: 1.0}, error) for name, error in singles.items()}
+    for kept in nested_candidates(singles, args.proxy_ratio_steps):
+        candidates[candidate_name(kept)] = (kept, extrapolated_error(kept))
+    kept, error = min(candidates.values(), key=lambda candidate: candidate[1])
     return Mixture(
-        ratios={name: float(name in best) for name in names},
+        ratios={name: kept.get(name, 0.0) for name in names},
         source_sizes=dict(zip(names, source_set.sizes)),
         compute_budget=float(budget.amount),
         budget_unit=budget.unit,
@@ -136,10 +146,11 @@ def select_by_proxies(
         config={
             "proxy_fractions": list(args.proxy_fractions),
             "proxy_keep_steps": args.proxy_keep_steps,
-            "candidates": {"+".join(kept): error for kept, error in candidates.items()},
+            "proxy_ratio_steps": list(args.proxy_ratio_steps),
+            "candidates": {label: candidate_error for label, (_, candidate_error) in candidates.items()},
         },
         metrics={
-            "predicted_validation_error": candidates[best],
+            "predicted_validation_error": error,
             "proxy_samples_over_final": len(candidates) * float(sum(args.proxy_fractions)),
         },
     )

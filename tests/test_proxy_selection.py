@@ -12,7 +12,7 @@ from toy import ToyClassifier, toy_sources
 
 import cads_hf.proxy_selection as proxy_selection
 from cads_hf import CADSConfig, select_by_proxies
-from cads_hf.proxy_selection import extrapolate_to_full_size, nested_candidates
+from cads_hf.proxy_selection import candidate_name, extrapolate_to_full_size, nested_candidates
 
 
 def config(tmp_path, **overrides) -> CADSConfig:
@@ -35,7 +35,11 @@ def test_extrapolation_recovers_a_power_law_and_fits_more_points_by_least_square
 
 
 def test_nested_candidates_add_sources_in_the_order_of_their_own_error():
-    assert nested_candidates({"a": 0.3, "b": 0.1, "c": 0.2}) == [("b", "c"), ("b", "c", "a")]
+    singles = {"a": 0.3, "b": 0.1, "c": 0.2}
+    assert nested_candidates(singles) == [{"b": 1.0, "c": 1.0}, {"b": 1.0, "c": 1.0, "a": 1.0}]
+    assert [candidate_name(kept) for kept in nested_candidates(singles, [0.5, 1.0])] == [
+        "b+0.5*c", "b+c", "b+c+0.5*a", "b+c+a"
+    ]
 
 
 def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_path, monkeypatch):
@@ -72,6 +76,13 @@ def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_pat
     calls.clear()
     select_by_proxies(lambda: None, sources, None, config(tmp_path, proxy_keep_steps=False), validation_error=errors.get)
     assert {call["batch"] for call in calls} == {32}
+
+    # With half steps, A + 0.5 B is tried too (trained on half of the cut B), and wins here.
+    half = {**errors, ((1.0, 0.5), 0.1): 0.3, ((1.0, 0.5), 0.25): 0.15}
+    mixture = select_by_proxies(lambda: None, sources, None, config(tmp_path, proxy_ratio_steps=[0.5, 1.0]),
+                                validation_error=half.get)
+    assert mixture.ratios == {"A": 1.0, "B": 0.5}
+    assert list(mixture.config["candidates"]) == ["A", "B", "A+0.5*B", "A+B"]
 
     nan_for_b = {**errors, ((0.0, 1.0), 0.25): float("nan")}
     with pytest.raises(ValueError, match="Candidate B: Proxy at fraction 0.25 has error nan"):
