@@ -56,8 +56,8 @@ VARIANTS = {
 }
 # Not a search: select_by_proxies (scaled-down runs of every candidate, error extrapolated to full size).
 VARIANTS["proxy"] = {"selection": "proxies", "proxy_fractions": [0.1, 0.25], "proxy_keep_steps": True}
-# The same, each next source also tried at half its size (fractional mixtures such as GPT-4 plus half of Alpaca).
-VARIANTS["proxy_half"] = {**VARIANTS["proxy"], "proxy_ratio_steps": [0.5, 1.0]}
+# The same proxies ranking the benchmark's own grid of fixed mixtures (`candidates=`), fractional ones included.
+VARIANTS["proxy_grid"] = {**VARIANTS["proxy"], "candidates": "grid"}
 DEFAULT_VARIANT = "horizon_k64_tail"  # the variant that matches CADSConfig's defaults
 
 
@@ -256,10 +256,11 @@ def fixed_mixture_run(task: Task, ratios, budgets, output_dir) -> dict:
     return {"by_budget": {str(b): {"val": v, "test": t} for b, (v, t) in checkpoints.results.items()}, "wall_s": watch()}
 
 
-def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output_dir) -> dict:
-    """CADS-S search for one budget (or `select_by_proxies` for a variant with selection="proxies"), then a fresh
-    model on the learned mixture for exactly that budget."""
-    settings = {k: v for k, v in overrides.items() if k != "selection"}
+def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output_dir, grid=None) -> dict:
+    """CADS-S search for one budget (or `select_by_proxies` for a variant with selection="proxies", among the
+    benchmark's `grid` of fixed mixtures for one with candidates="grid"), then a fresh model on the learned mixture
+    for exactly that budget."""
+    settings = {k: v for k, v in overrides.items() if k not in ("selection", "candidates")}
     search_steps = max(10, math.ceil(budget * search_fraction / task.batch_size))
     config = CADSConfig(**{
         **task.args(output_dir, max_steps=search_steps, logging_strategy="steps", logging_steps=max(1, search_steps // 20)),
@@ -269,10 +270,13 @@ def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output
         **settings,  # a variant may set any of the above
     })
     watch = Stopwatch()
+    proxies = {}
     if overrides.get("selection") == "proxies":
-        mixture = select_by_proxies(task.model, task.sources, task.validation, config,
-                                    validation_error=task.validation_error, data_collator=task.collator)
+        candidates = [dict(zip(task.sources, ratios)) for ratios in grid] if overrides.get("candidates") == "grid" else None
+        mixture = select_by_proxies(task.model, task.sources, task.validation, config, task.validation_error,
+                                    candidates, data_collator=task.collator)
         surrogate_cost, trajectory = 0.0, []
+        proxies = {"candidates": mixture.config["candidates"]}  # each candidate's extrapolated error
     else:
         search = CADSTrainer(
             model=task.model(), args=config, sources=task.sources, eval_dataset=task.validation,
@@ -301,6 +305,7 @@ def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output
         "final_s": final_s,
         "surrogate_cost": surrogate_cost,
         "trajectory": trajectory,
+        **proxies,
     }
 
 

@@ -112,7 +112,8 @@ def run_job(mixtures, budgets, search_fraction, work, job):
     task = make_task(seed)
     if kind == "fixed":
         return fixed_mixture_run(task, mixtures[key], budgets, f"{work}/fixed-{seed}")
-    return cads_run(task, budget, VARIANTS[key], search_fraction, f"{work}/cads-{key}-{budget}-{seed}")
+    return cads_run(task, budget, VARIANTS[key], search_fraction, f"{work}/cads-{key}-{budget}-{seed}",
+                    list(mixtures.values()))
 
 
 def main():

@@ -117,7 +117,8 @@ def run_job(design_name, design, mixtures, budgets, search_fraction, threads, wo
     task = make_task(design, seed)
     if kind == "fixed":
         return fixed_mixture_run(task, mixtures[key], budgets, f"{work}/fixed-{seed}")
-    return cads_run(task, budget, VARIANTS[key], search_fraction, f"{work}/cads-{key}-{budget}-{seed}")
+    return cads_run(task, budget, VARIANTS[key], search_fraction, f"{work}/cads-{key}-{budget}-{seed}",
+                    list(mixtures.values()))
 
 
 def main():

@@ -112,10 +112,6 @@ class CADSConfig(TrainingArguments):
             cut to one or two examples may not train at the full run's rate; then set False or lower the rate.
             (Cutting the rate by the square root of the fraction with the batch did not select better in the
             scarce-clean benchmark: README, "Which reward".)
-        proxy_ratio_steps (`list[float]`, defaults to `[1.0]`):
-            Only for `select_by_proxies`: the ratios at which each next source joins the union of the better ones.
-            `[1.0]` tries whole sources only (2J - 1 candidates for J sources); `[0.5, 1.0]` also tries half of each
-            next source (3J - 2 candidates), which lets text pick GPT-4 plus half of Alpaca (README, "Which reward").
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
         selection_averaging (`str`, defaults to `"tail"`):
@@ -187,10 +183,6 @@ class CADSConfig(TrainingArguments):
     proxy_keep_steps: bool = field(
         default=True, metadata={"help": "select_by_proxies: cut the batch with the data, keeping the full run's steps."}
     )
-    proxy_ratio_steps: list[float] = field(
-        default_factory=lambda: [1.0],
-        metadata={"help": "select_by_proxies: ratios at which each next source joins the union of the better ones."},
-    )
     selection_eval_batch_size: int | None = field(
         default=None, metadata={"help": "Validation examples per step for L_val; default per_device_eval_batch_size."}
     )
@@ -251,12 +243,6 @@ class CADSConfig(TrainingArguments):
             and all(0 < f < 1 for f in self.proxy_fractions),
             "proxy_fractions",
             "one or more distinct fractions in (0, 1)",
-        )
-        check(
-            sorted(set(self.proxy_ratio_steps)) == list(self.proxy_ratio_steps) and self.proxy_ratio_steps[-1:] == [1.0]
-            and all(0 < r <= 1 for r in self.proxy_ratio_steps),
-            "proxy_ratio_steps",
-            "increasing distinct ratios in (0, 1] ending at 1.0",
         )
         check(self.alignment_probe in ALIGNMENT_PROBES, "alignment_probe", f"one of {ALIGNMENT_PROBES}")
         check(

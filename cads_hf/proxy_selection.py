@@ -7,16 +7,17 @@ as often and takes as many optimizer steps as the full run. What cutting a sourc
 source cut further trains a much weaker model) is corrected by proxies at two or more fractions: each candidate's
 validation error is extrapolated to full size as a power law in f.
 
-Candidates need no prior knowledge of the sources: each source alone, then the unions of the best k sources in the
-order of their own extrapolated error (2J - 1 candidates for J sources), the k-th source joining at each of
-`proxy_ratio_steps` (by default whole). The result is a `Mixture` of the chosen candidate's ratios.
+By default the candidates need no prior knowledge of the sources: each source alone, then the unions of the best k
+sources in the order of their own extrapolated error (2J - 1 candidates for J sources). Or the caller names the
+candidate mixtures (a grid of ratios, say, as one would hand to `interleave_datasets`) and the proxies rank them.
+The result is a `Mixture` of the chosen candidate's ratios.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from transformers import set_seed
@@ -44,17 +45,32 @@ def extrapolate_to_full_size(errors: Mapping[float, float]) -> float:
     return float(np.exp(intercept))
 
 
-def nested_candidates(single_errors: Mapping[str, float], ratio_steps=(1.0,)) -> list[dict[str, float]]:
-    """The unions of the best k sources, k = 2..J, best first by each source's error when trained alone, the k-th
-    joining at each ratio of `ratio_steps` in turn: {source: ratio} of the sources kept."""
+def nested_candidates(single_errors: Mapping[str, float]) -> list[dict[str, float]]:
+    """The unions of the best k sources, k = 2..J, best first by each source's error when trained alone, as
+    {source: 1.0} of the sources kept."""
     order = sorted(single_errors, key=single_errors.get)
-    return [{**dict.fromkeys(order[: k - 1], 1.0), order[k - 1]: step}
-            for k in range(2, len(order) + 1) for step in ratio_steps]
+    return [dict.fromkeys(order[:k], 1.0) for k in range(2, len(order) + 1)]
 
 
 def candidate_name(kept: Mapping[str, float]) -> str:
-    """'a+b+0.5*c': the sources kept, with their ratio where it is not 1."""
-    return "+".join(name if ratio == 1 else f"{ratio:g}*{name}" for name, ratio in kept.items())
+    """'a+b+0.5*c': the sources kept (ratio above 0), with their ratio where it is not 1."""
+    return "+".join(name if ratio == 1 else f"{ratio:g}*{name}" for name, ratio in kept.items() if ratio > 0)
+
+
+def checked_candidates(candidates, names: list[str]) -> list[dict[str, float]]:
+    """The caller's candidate mixtures as {source: ratio}, each checked: known sources, ratios in [0, 1], one above 0."""
+    checked = []
+    for number, candidate in enumerate(candidates):
+        unknown = set(candidate) - set(names)
+        if unknown:
+            raise ValueError(f"candidates[{number}] names unknown source(s) {sorted(unknown)}; the sources are {names}.")
+        ratios = {name: float(ratio) for name, ratio in candidate.items()}
+        if not all(0 <= ratio <= 1 for ratio in ratios.values()) or not any(ratio > 0 for ratio in ratios.values()):
+            raise ValueError(f"candidates[{number}] = {candidate}: ratios must lie in [0, 1], one of them above 0.")
+        checked.append(ratios)
+    if not checked:
+        raise ValueError("candidates is empty: pass at least one mixture, or None for the default candidates.")
+    return checked
 
 
 def select_by_proxies(
@@ -63,6 +79,7 @@ def select_by_proxies(
     eval_dataset,
     args: CADSConfig,
     validation_error: Callable | None = None,
+    candidates: Sequence[Mapping[str, float]] | None = None,
     **trainer_kwargs,
 ) -> Mixture:
     """Choose which sources to train on for `args.compute_budget` by proxy runs (module docstring).
@@ -73,9 +90,11 @@ def select_by_proxies(
         sources: source name -> dataset.
         eval_dataset: the validation set (not cut).
         args: the budget (`compute_budget`, `budget_unit`), the batch size, the seed and the proxies
-            (`proxy_fractions`, `proxy_keep_steps`, `proxy_ratio_steps`).
+            (`proxy_fractions`, `proxy_keep_steps`).
         validation_error: `(model) -> float`, positive, lower is better; defaults to the validation loss. For a
             classifier scored on accuracy pass one minus the accuracy.
+        candidates: the mixtures to compare, each {source name: ratio in [0, 1]} (a source left out gets 0); by
+            default each source alone, then the unions of the best k.
         trainer_kwargs: passed to each proxy's `Trainer` (`data_collator`, `processing_class`, ...).
     Returns:
         A `Mixture` with the chosen candidate's ratios (0 for the sources it leaves out); `config["candidates"]`
@@ -86,6 +105,8 @@ def select_by_proxies(
         raise ValueError("select_by_proxies needs args.compute_budget: the budget of the final run.")
     source_set = SourceSet(sources)
     names = source_set.names
+    if candidates is not None:
+        candidates = checked_candidates(candidates, names)
     budget = ComputeBudget(args.compute_budget, args.budget_unit)
     mean_tokens = float(example_lengths(source_set).mean()) if budget.unit == "tokens" else None
     proxies = []  # (fraction, cut sources, budget, per-device batch size)
@@ -131,11 +152,13 @@ def select_by_proxies(
         except ValueError as error:  # a NaN or non-positive error: say which candidate
             raise ValueError(f"Candidate {candidate_name(kept)}: {error}") from None
 
-    singles = {name: extrapolated_error({name: 1.0}) for name in names}
-    candidates = {name: ({name: 1.0}, error) for name, error in singles.items()}
-    for kept in nested_candidates(singles, args.proxy_ratio_steps):
-        candidates[candidate_name(kept)] = (kept, extrapolated_error(kept))
-    kept, error = min(candidates.values(), key=lambda candidate: candidate[1])
+    if candidates is None:
+        singles = {name: extrapolated_error({name: 1.0}) for name in names}
+        candidates = [{name: 1.0} for name in names] + nested_candidates(singles)
+        predicted = list(singles.values()) + [extrapolated_error(kept) for kept in candidates[len(names):]]
+    else:
+        predicted = [extrapolated_error(kept) for kept in candidates]
+    kept, error = min(zip(candidates, predicted), key=lambda candidate: candidate[1])
     return Mixture(
         ratios={name: kept.get(name, 0.0) for name in names},
         source_sizes=dict(zip(names, source_set.sizes)),
@@ -146,8 +169,7 @@ def select_by_proxies(
         config={
             "proxy_fractions": list(args.proxy_fractions),
             "proxy_keep_steps": args.proxy_keep_steps,
-            "proxy_ratio_steps": list(args.proxy_ratio_steps),
-            "candidates": {label: candidate_error for label, (_, candidate_error) in candidates.items()},
+            "candidates": {candidate_name(c): e for c, e in zip(candidates, predicted)},
         },
         metrics={
             "predicted_validation_error": error,

@@ -20,8 +20,6 @@ from cads_hf import CADSConfig
         ("surrogate_kind", "quadratic"),
         ("proxy_fractions", [0.25, 0.25]),
         ("proxy_fractions", [0.0]),
-        ("proxy_ratio_steps", [0.5]),
-        ("proxy_ratio_steps", [1.0, 0.5]),
         ("nonfinite_loss", "ignore"),
         ("selection_update_interval", 0),
         ("selection_measure_interval", 0),

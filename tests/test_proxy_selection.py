@@ -35,11 +35,8 @@ def test_extrapolation_recovers_a_power_law_and_fits_more_points_by_least_square
 
 
 def test_nested_candidates_add_sources_in_the_order_of_their_own_error():
-    singles = {"a": 0.3, "b": 0.1, "c": 0.2}
-    assert nested_candidates(singles) == [{"b": 1.0, "c": 1.0}, {"b": 1.0, "c": 1.0, "a": 1.0}]
-    assert [candidate_name(kept) for kept in nested_candidates(singles, [0.5, 1.0])] == [
-        "b+0.5*c", "b+c", "b+c+0.5*a", "b+c+a"
-    ]
+    assert nested_candidates({"a": 0.3, "b": 0.1, "c": 0.2}) == [{"b": 1.0, "c": 1.0}, {"b": 1.0, "c": 1.0, "a": 1.0}]
+    assert candidate_name({"b": 1.0, "c": 0.5, "a": 0.0}) == "b+0.5*c"
 
 
 def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_path, monkeypatch):
@@ -77,12 +74,14 @@ def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_pat
     select_by_proxies(lambda: None, sources, None, config(tmp_path, proxy_keep_steps=False), validation_error=errors.get)
     assert {call["batch"] for call in calls} == {32}
 
-    # With half steps, A + 0.5 B is tried too (trained on half of the cut B), and wins here.
+    # The caller's candidates instead: only they are trained (A + 0.5 B on half of the cut B), and the best wins.
+    calls.clear()
     half = {**errors, ((1.0, 0.5), 0.1): 0.3, ((1.0, 0.5), 0.25): 0.15}
-    mixture = select_by_proxies(lambda: None, sources, None, config(tmp_path, proxy_ratio_steps=[0.5, 1.0]),
-                                validation_error=half.get)
+    mixture = select_by_proxies(lambda: None, sources, None, config(tmp_path), validation_error=half.get,
+                                candidates=[{"A": 1.0}, {"A": 1.0, "B": 0.5}, {"B": 1.0, "A": 1.0}])
     assert mixture.ratios == {"A": 1.0, "B": 0.5}
-    assert list(mixture.config["candidates"]) == ["A", "B", "A+0.5*B", "A+B"]
+    assert list(mixture.config["candidates"]) == ["A", "A+0.5*B", "B+A"]
+    assert {call["ratios"] for call in calls} == {(1.0, 0.0), (1.0, 0.5), (1.0, 1.0)} and len(calls) == 6
 
     nan_for_b = {**errors, ((0.0, 1.0), 0.25): float("nan")}
     with pytest.raises(ValueError, match="Candidate B: Proxy at fraction 0.25 has error nan"):
@@ -126,6 +125,12 @@ def test_bad_proxy_settings_name_the_argument_or_source(tmp_path):
                           config(tmp_path, compute_budget=20))
     with pytest.raises(ValueError, match="fraction 0.1 keeps no example of source 'noise_20' \\(3 examples\\)"):
         select_by_proxies(lambda: ToyClassifier(), sources, validation, config(tmp_path))
+    for bad, message in [([{"noise_0": 1.0, "clean": 1.0}], "candidates\\[0\\] names unknown source\\(s\\) \\['clean'\\]"),
+                         ([{"noise_0": 0.0}], "candidates\\[0\\] = .*one of them above 0"),
+                         ([{"noise_0": 1.5}], "ratios must lie in \\[0, 1\\]"), ([], "candidates is empty")]:
+        with pytest.raises(ValueError, match=message):
+            select_by_proxies(lambda: ToyClassifier(), {"noise_0": sources["noise_0"]}, validation, config(tmp_path),
+                              candidates=bad)
     with pytest.raises(ValueError, match="compute_budget"):
         select_by_proxies(lambda: ToyClassifier(), {"noise_0": sources["noise_0"]}, validation,
                           config(tmp_path, compute_budget=None))

@@ -52,5 +52,6 @@ def test_proxy_selection_example_runs_and_drops_the_noisiest_source(tmp_path):
     setup = setup[: setup.index("set_seed(args.seed)")]  # the data and the config, not the search
     script = setup + next(block for block in blocks if "select_by_proxies(" in block)
     script += "\nassert picked.ratios['noise_0'] == 1.0 and picked.ratios['noise_90'] == 0.0, picked.ratios\n"
+    script += "\nassert len(ranked.config['candidates']) == 3 and ranked.ratios['noise_90'] == 0.0, ranked.config\n"
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
