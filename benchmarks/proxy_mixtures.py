@@ -19,7 +19,7 @@ cut), and scores that pick by the test score of the *full-size* run of the same 
 added to) its cache in benchmarks/results.
 
     python benchmarks/proxy_mixtures.py --quick   # seed 0, the extrapolated proxies with steps kept (~5 min)
-    python benchmarks/proxy_mixtures.py           # seeds 0-2, six selectors from six proxies (~35 min)
+    python benchmarks/proxy_mixtures.py           # seeds 0-2, seven selectors from six proxies (~35 min)
     python benchmarks/proxy_mixtures.py --task instruct --quick  # seed 0, the quick grid and budgets (~3 min)
     python benchmarks/proxy_mixtures.py --task instruct          # seed 0, the full grid and budgets (~25 min)
 
@@ -54,6 +54,7 @@ class Study:
     budgets: list
     budget_labels: dict  # budget -> how the README names it (epochs of the union for images)
     mixtures: dict  # key -> ratios; the benchmark's own keys, so its cached full-size runs are found
+    grid: list  # keys of the benchmark's own grid of fixed mixtures (the rest are sources alone)
     full_size_job: Callable  # job -> result, exactly as the benchmark trains it
     full_size_cache: str
     error: Callable  # validation score -> positive error, lower is better
@@ -71,7 +72,8 @@ def scarce_study(quick: bool) -> Study:
                                       "/tmp/cads_bench/proxy_full")
     return Study(
         functools.partial(noisy_sources.make_task, design), noisy_sources.BATCH, noisy_sources.LEARNING_RATE,
-        budgets, dict(zip(budgets, design["epochs"])), mixtures, full_size_job,
+        budgets, dict(zip(budgets, design["epochs"])), mixtures, [str([float(x) for x in r]) for r in design["grid"]],
+        full_size_job,
         f"{RESULTS_DIR}/noisy_sources_scarce.runs.jsonl", lambda accuracy: 1 - accuracy,
         dict(zip(names, design["sizes"])),
     )
@@ -84,7 +86,7 @@ def instruct_study(quick: bool) -> Study:
     _, splits = instruct_mix.prepared()
     return Study(
         instruct_mix.make_task, instruct_mix.BATCH, instruct_mix.LEARNING_RATE, budgets, {b: b for b in budgets},
-        mixtures, full_size_job, f"{RESULTS_DIR}/instruct_mix{'_quick' if quick else ''}.runs.jsonl",
+        mixtures, list(mixtures), full_size_job, f"{RESULTS_DIR}/instruct_mix{'_quick' if quick else ''}.runs.jsonl",
         math.log,  # perplexity -> validation loss
         {name: len(split["train"]) for name, split in splits.items()},
     )
@@ -119,21 +121,25 @@ def main():
     options = parser.parse_args()
     study = STUDIES[options.task](options.quick)
     # Selectors: the proxies (fraction of every source, batch size, learning rate) whose validation error,
-    # extrapolated to full size where there are two, ranks the mixtures. The batch cut with the data keeps the full
-    # run's number of steps; the learning rate cut by sqrt(f) with it keeps Adam's gradient noise scale (the
-    # square-root scaling rule).
+    # extrapolated to full size where there are two, ranks the candidate mixtures (every mixture of the study, or
+    # the benchmark's grid only). The batch cut with the data keeps the full run's number of steps; the learning
+    # rate cut by sqrt(f) with it keeps Adam's gradient noise scale (the square-root scaling rule).
     full = [(f, study.batch, study.learning_rate) for f in (0.1, 0.25)]
     steps_kept = [(f, max(1, round(f * study.batch)), study.learning_rate) for f in (0.1, 0.25)]
     sqrt_lr = [(f, b, lr * math.sqrt(f)) for f, b, lr in steps_kept]
-    selectors = {"f=0.1": full[:1], "f=0.25": full[1:], "f=0.25, steps kept": steps_kept[1:],
-                 "f=0.1+0.25 extrapolated": full, "f=0.1+0.25 extrapolated, steps kept": steps_kept,
-                 "f=0.1+0.25 extrapolated, steps kept, lr x sqrt(f)": sqrt_lr}
-    if options.task == "instruct":
+    everything = list(study.mixtures)
+    selectors = {"f=0.1": (full[:1], everything), "f=0.25": (full[1:], everything),
+                 "f=0.25, steps kept": (steps_kept[1:], everything),
+                 "f=0.1+0.25 extrapolated": (full, everything),
+                 "f=0.1+0.25 extrapolated, steps kept": (steps_kept, everything),
+                 "f=0.1+0.25 extrapolated, steps kept, lr x sqrt(f)": (sqrt_lr, everything),
+                 "f=0.1+0.25 extrapolated, steps kept, the grid only": (steps_kept, study.grid)}
+    if options.task == "instruct":  # its grid holds every mixture of the study
         selectors = {label: selectors[label] for label in
                      ["f=0.25, steps kept", "f=0.1+0.25 extrapolated", "f=0.1+0.25 extrapolated, steps kept"]}
     if options.quick:
-        selectors = {"f=0.1+0.25 extrapolated, steps kept": steps_kept}
-    proxies = list(dict.fromkeys(p for chosen in selectors.values() for p in chosen))
+        selectors = {"f=0.1+0.25 extrapolated, steps kept": (steps_kept, everything)}
+    proxies = list(dict.fromkeys(p for chosen, _ in selectors.values() for p in chosen))
     seeds = list(range(options.seeds or (3 if options.task == "scarce" and not options.quick else 1)))
     mixtures, budgets = study.mixtures, study.budgets
 
@@ -157,14 +163,14 @@ def main():
         row = {"budget": budget, "label": study.budget_labels[budget],
                "oracle": {"chosen": oracle, **mean_std([full_score(k, s, budget, "test") for k, s in zip(oracle, seeds)])},
                "selectors": {}}
-        for label, chosen_proxies in selectors.items():
+        for label, (chosen_proxies, candidates) in selectors.items():
             def predicted_error(key, seed):  # the library's extrapolation (select_by_proxies)
                 return extrapolate_to_full_size({
                     f: study.error(proxy[(key, f, b, seed, lr)]["by_budget"][str(int(f * budget))]["val"])
                     for f, b, lr in chosen_proxies
                 })
 
-            chosen = [min(mixtures, key=lambda k: predicted_error(k, s)) for s in seeds]
+            chosen = [min(candidates, key=lambda k: predicted_error(k, s)) for s in seeds]
             row["selectors"][label] = {
                 "proxies": [f"{f:g}:{b}:{lr:.2g}" for f, b, lr in chosen_proxies],
                 "chosen": chosen,
@@ -172,7 +178,7 @@ def main():
                 "agrees_with_oracle": sum(c == o for c, o in zip(chosen, oracle)),
                 # Samples every mixture's proxies train, over one final run's (wall times are not compared: the
                 # proxies and the full-size runs ran under different loads).
-                "samples_over_final": len(mixtures) * sum(f for f, _, _ in chosen_proxies),
+                "samples_over_final": len(candidates) * sum(f for f, _, _ in chosen_proxies),
             }
         rows.append(row)
     results = {"task": options.task, "sources": study.source_sizes, "seeds": seeds,

@@ -76,6 +76,15 @@ def verdict_lines(results: dict, variant: str, scale: float, unit: str, lower_is
     return lines
 
 
+def proxy_verdicts(results: dict, scale: float, unit: str, lower_is_better: bool) -> list[str]:
+    """verdict_lines for every select_by_proxies variant of the results."""
+    lines = []
+    for variant in results["variants"]:
+        if variant.startswith("proxy"):
+            lines += verdict_lines(results, "cads_" + variant, scale, unit, lower_is_better)
+    return lines
+
+
 def cost_table(results: dict) -> list[str]:
     """Each variant's selection cost (surrogate + search wall time over the final run's), per budget."""
     variants = cads_columns(results["rows"])
@@ -415,14 +424,15 @@ def section() -> str:
     by_proxies = load("noisy_sources_scarce_proxy")
     if by_proxies:
         parts += [
-            "The default against `select_by_proxies` (the `proxy` column; README, \"Which reward\"), seeds "
+            "The default against `select_by_proxies` (README, \"Which reward\": `proxy` picks among each source "
+            "alone and the nested unions, `proxy_grid` among the grid's fixed mixtures), seeds "
             f"{by_proxies['seeds']} (`benchmarks/noisy_sources.py --rewards {' '.join(by_proxies['variants'])} --output "
             "benchmarks/results/noisy_sources_scarce_proxy.json`); its selection cost is the proxies' wall time over "
             "the final run's:",
             "",
             *mixture_table(by_proxies, 100, 1, "samples"),
             "",
-            *verdict_lines(by_proxies, "cads_proxy", 100, "%", lower_is_better=False),
+            *proxy_verdicts(by_proxies, 100, "%", lower_is_better=False),
             "",
             *ratio_table(by_proxies),
             "",
@@ -513,11 +523,12 @@ def section() -> str:
         parts += [
             f"`select_by_proxies` at the same budgets, seeds {text_proxies['seeds']} (`benchmarks/instruct_mix.py "
             f"--variants {' '.join(text_proxies['variants'])} --seeds {len(text_proxies['seeds'])} --output "
-            "benchmarks/results/instruct_mix_full_proxy.json`; it picks among GPT-4 alone, Alpaca alone and both):",
+            "benchmarks/results/instruct_mix_full_proxy.json`; `proxy` picks among GPT-4 alone, Alpaca alone and "
+            "both, `proxy_grid` among the grid's seven mixtures):",
             "",
             *mixture_table(text_proxies, 1, 2, "samples"),
             "",
-            *verdict_lines(text_proxies, "cads_proxy", 1, "perplexity", lower_is_better=True),
+            *proxy_verdicts(text_proxies, 1, "perplexity", lower_is_better=True),
             "",
         ]
     text_grid = load("proxy_mixtures_instruct")
