@@ -20,7 +20,7 @@ added to) its cache in benchmarks/results.
 
     python benchmarks/proxy_mixtures.py --quick   # seed 0, the extrapolated proxies with steps kept (~5 min)
     python benchmarks/proxy_mixtures.py           # seeds 0-2, seven selectors from six proxies (~35 min)
-    python benchmarks/proxy_mixtures.py --task instruct --quick  # seed 0, the quick grid and budgets (~3 min)
+    python benchmarks/proxy_mixtures.py --task instruct --quick  # seed 0, the quick grid and budgets (~1 min)
     python benchmarks/proxy_mixtures.py --task instruct          # seed 0, the full grid and budgets (~25 min)
 
 Without the cache the full-size runs are trained too (images: about 3 minutes each, 10 per seed; text: about 10

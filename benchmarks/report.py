@@ -425,7 +425,8 @@ def section() -> str:
     if by_proxies:
         parts += [
             "The default against `select_by_proxies` (README, \"Which reward\": `proxy` picks among each source "
-            "alone and the nested unions, `proxy_grid` among the grid's fixed mixtures), seeds "
+            "alone and the nested unions, `proxy_grid` among the ten fixed mixtures the benchmark trains: its grid and "
+            "each source alone), seeds "
             f"{by_proxies['seeds']} (`benchmarks/noisy_sources.py --rewards {' '.join(by_proxies['variants'])} --output "
             "benchmarks/results/noisy_sources_scarce_proxy.json`); its selection cost is the proxies' wall time over "
             "the final run's:",
