@@ -66,14 +66,14 @@ def scarce_study(quick: bool) -> Study:
     union = sum(design["sizes"])
     budgets = [int(e * union) for e in design["epochs"]]
     names = [noise_source_name(p) for p in design["noise"]]
+    grid = [[float(x) for x in r] for r in design["grid"]]
     singles = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
-    mixtures = {str(r): r for r in [[float(x) for x in r] for r in design["grid"]] + singles}
+    mixtures = {str(r): r for r in grid + singles}
     full_size_job = functools.partial(noisy_sources.run_job, "scarce", design, mixtures, budgets, 1.0, 1,
                                       "/tmp/cads_bench/proxy_full")
     return Study(
         functools.partial(noisy_sources.make_task, design), noisy_sources.BATCH, noisy_sources.LEARNING_RATE,
-        budgets, dict(zip(budgets, design["epochs"])), mixtures, [str([float(x) for x in r]) for r in design["grid"]],
-        full_size_job,
+        budgets, dict(zip(budgets, design["epochs"])), mixtures, [str(r) for r in grid], full_size_job,
         f"{RESULTS_DIR}/noisy_sources_scarce.runs.jsonl", lambda accuracy: 1 - accuracy,
         dict(zip(names, design["sizes"])),
     )

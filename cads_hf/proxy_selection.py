@@ -154,8 +154,9 @@ def select_by_proxies(
 
     if candidates is None:
         singles = {name: extrapolated_error({name: 1.0}) for name in names}
-        candidates = [{name: 1.0} for name in names] + nested_candidates(singles)
-        predicted = list(singles.values()) + [extrapolated_error(kept) for kept in candidates[len(names):]]
+        nested = nested_candidates(singles)
+        candidates = [{name: 1.0} for name in names] + nested
+        predicted = [*singles.values(), *(extrapolated_error(kept) for kept in nested)]
     else:
         predicted = [extrapolated_error(kept) for kept in candidates]
     kept, error = min(zip(candidates, predicted), key=lambda candidate: candidate[1])
