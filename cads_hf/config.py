@@ -112,6 +112,11 @@ class CADSConfig(TrainingArguments):
             cut to one or two examples may not train at the full run's rate; then set False or lower the rate.
             (Cutting the rate by the square root of the fraction with the batch did not select better in the
             scarce-clean benchmark: README, "Which reward".)
+        proxy_value_examples (`int`, defaults to `512`):
+            Only for `select_by_proxies` with its default candidates: the examples of each source (left out of the
+            union's largest proxy) and of the validation set whose mean gradients give each source's value per
+            example, which orders the nested candidates. One gradient pass over them; 256 examples per source put
+            the noisy MNIST sources in their noise order at every budget, on the trained union proxy.
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
         selection_averaging (`str`, defaults to `"tail"`):
@@ -183,6 +188,10 @@ class CADSConfig(TrainingArguments):
     proxy_keep_steps: bool = field(
         default=True, metadata={"help": "select_by_proxies: cut the batch with the data, keeping the full run's steps."}
     )
+    proxy_value_examples: int = field(
+        default=512,
+        metadata={"help": "select_by_proxies: examples per source (and of validation) that measure each source's value."},
+    )
     selection_eval_batch_size: int | None = field(
         default=None, metadata={"help": "Validation examples per step for L_val; default per_device_eval_batch_size."}
     )
@@ -244,6 +253,7 @@ class CADSConfig(TrainingArguments):
             "proxy_fractions",
             "one or more distinct fractions in (0, 1)",
         )
+        check(self.proxy_value_examples >= 1, "proxy_value_examples", ">= 1")
         check(self.alignment_probe in ALIGNMENT_PROBES, "alignment_probe", f"one of {ALIGNMENT_PROBES}")
         check(
             self.alignment_probe == "central" or not (self.bf16 or self.fp16),

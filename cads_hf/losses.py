@@ -121,3 +121,36 @@ def dataset_loss(
     finally:
         model.train(was_training)
     return total / max(terms, 1.0), count
+
+
+def dataset_gradient(
+    model,
+    dataset,
+    collate,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    per_example: bool = False,
+    per_example_loss=example_losses,
+) -> list[torch.Tensor]:
+    """Gradient of `model`'s mean loss over `dataset`, in eval mode, one tensor per trainable parameter: the mean per
+    term (token or example) as `dataset_loss` takes it, or with `per_example` per example (a sequence's loss summed
+    over its tokens). The model's own `.grad` are left as they were."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    sums = [torch.zeros_like(p) for p in parameters]
+    was_training = model.training
+    model.eval()
+    terms = 0.0
+    try:
+        for start in range(0, len(dataset), batch_size):
+            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            loss_sums, counts = per_example_loss(model(**batch), labels)
+            grads = torch.autograd.grad(loss_sums.sum(), parameters, allow_unused=True)
+            for total, grad in zip(sums, grads):
+                if grad is not None:
+                    total += grad
+            terms += len(counts) if per_example else float(counts.sum())
+    finally:
+        model.train(was_training)
+    return [total / max(terms, 1.0) for total in sums]

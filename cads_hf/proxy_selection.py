@@ -7,10 +7,13 @@ as often and takes as many optimizer steps as the full run. What cutting a sourc
 source cut further trains a much weaker model) is corrected by proxies at two or more fractions: each candidate's
 validation error is extrapolated to full size as a power law in f.
 
-By default the candidates need no prior knowledge of the sources: each source alone, then the unions of the best k
-sources in the order of their own extrapolated error (2J - 1 candidates for J sources). Or the caller names the
-candidate mixtures (a grid of ratios, say, as one would hand to `interleave_datasets`) and the proxies rank them.
-The result is a `Mixture` of the chosen candidate's ratios.
+By default the candidates need no prior knowledge of the sources: the unions of the k most valuable sources, k = 1..J
+(J candidates for J sources). A source's value is its value per example to the model of the union's largest proxy:
+the first-order drop in validation loss that a step on its examples left out of that proxy would bring,
+<g_val, mean gradient of the fresh examples>. It orders sources by quality, not size (ordering by each source's
+error when trained alone puts a large mediocre source before a small good one, and costs J more candidates). Or the
+caller names the candidate mixtures (a grid of ratios, say, as one would hand to `interleave_datasets`) and the
+proxies rank them. The result is a `Mixture` of the chosen candidate's ratios.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from transformers import set_seed
 from .budget import ComputeBudget
 from .config import CADSConfig
 from .final_training import SequenceDataset, example_lengths, inner_run_overrides, train_on_mixture
-from .losses import dataset_loss
+from .losses import dataset_gradient, dataset_loss
 from .mixture import Mixture
 from .sources import SourceSet, selected_indices
 
@@ -45,11 +48,31 @@ def extrapolate_to_full_size(errors: Mapping[float, float]) -> float:
     return float(np.exp(intercept))
 
 
-def nested_candidates(single_errors: Mapping[str, float]) -> list[dict[str, float]]:
-    """The unions of the best k sources, k = 2..J, best first by each source's error when trained alone, as
-    {source: 1.0} of the sources kept."""
-    order = sorted(single_errors, key=single_errors.get)
-    return [dict.fromkeys(order[:k], 1.0) for k in range(2, len(order) + 1)]
+def nested_candidates(values: Mapping[str, float]) -> list[dict[str, float]]:
+    """The unions of the k most valuable sources, k = 1..J (highest value first), as {source: 1.0} of those kept."""
+    order = sorted(values, key=values.get, reverse=True)
+    return [dict.fromkeys(order[:k], 1.0) for k in range(1, len(order) + 1)]
+
+
+def source_values(
+    trainer, sources: Mapping, examples: Sequence, eval_dataset, per_example: bool, max_validation: int
+) -> dict[str, float]:
+    """Each source's value per example (or per token) to `trainer.model`: <g_val, g_j>, with g_j the mean gradient of
+    the loss over `examples[j]` (indices into source j) and g_val that of the validation loss over the first
+    `max_validation` validation examples."""
+    args = trainer.args
+
+    def gradient(dataset, split, per_example):
+        collate = trainer._get_collator_with_removed_columns(trainer.data_collator, split)
+        return dataset_gradient(trainer.model, dataset, collate, args.per_device_eval_batch_size, args.device,
+                                per_example)
+
+    validation = gradient(SequenceDataset(eval_dataset, range(min(len(eval_dataset), max_validation))), "validation", False)
+    return {
+        name: float(sum((g_val * g).sum() for g_val, g in zip(validation, gradient(
+            SequenceDataset(source, indices), "training", per_example))))
+        for (name, source), indices in zip(sources.items(), examples)
+    }
 
 
 def candidate_name(kept: Mapping[str, float]) -> str:
@@ -90,16 +113,17 @@ def select_by_proxies(
         sources: source name -> dataset.
         eval_dataset: the validation set (not cut).
         args: the budget (`compute_budget`, `budget_unit`), the batch size, the seed and the proxies
-            (`proxy_fractions`, `proxy_keep_steps`).
+            (`proxy_fractions`, `proxy_keep_steps`, `proxy_value_examples`).
         validation_error: `(model) -> float`, positive, lower is better; defaults to the validation loss. For a
             classifier scored on accuracy pass one minus the accuracy.
         candidates: the mixtures to compare, each {source name: ratio in [0, 1]} (a source left out gets 0); by
-            default each source alone, then the unions of the best k.
+            default the unions of the k most valuable sources (module docstring).
         trainer_kwargs: passed to each proxy's `Trainer` (`data_collator`, `processing_class`, ...).
     Returns:
         A `Mixture` with the chosen candidate's ratios (0 for the sources it leaves out); `config["candidates"]`
-        holds every candidate's extrapolated error by `candidate_name`, and `metrics["proxy_samples_over_final"]`
-        the proxies' cost.
+        holds every candidate's extrapolated error by `candidate_name` (and, for the default candidates,
+        `config["source_values"]` each source's value per example), and `metrics["proxy_samples_over_final"]` the
+        proxies' cost.
     """
     if args.compute_budget is None:
         raise ValueError("select_by_proxies needs args.compute_budget: the budget of the final run.")
@@ -136,7 +160,8 @@ def select_by_proxies(
         collate = trainer._get_collator_with_removed_columns(trainer.data_collator, "validation")
         return dataset_loss(trainer.model, eval_dataset, collate, args.per_device_eval_batch_size, args.device)[0]
 
-    def extrapolated_error(kept: dict[str, float]) -> float:
+    def proxy_runs(kept: dict[str, float]):
+        """The candidate's validation error extrapolated to full size, and the Trainer of its largest proxy."""
         ratios = [kept.get(name, 0.0) for name in names]
         errors = {}
         for fraction, cut, proxy_budget, batch in proxies:
@@ -147,18 +172,30 @@ def select_by_proxies(
                 model_init(), cut, ratios, proxy_budget, args, args_overrides=overrides, **trainer_kwargs
             )
             errors[fraction] = validation_loss(trainer) if validation_error is None else validation_error(trainer.model)
+            if fraction == largest:
+                largest_trainer = trainer
         try:
-            return extrapolate_to_full_size(errors)
+            return extrapolate_to_full_size(errors), largest_trainer
         except ValueError as error:  # a NaN or non-positive error: say which candidate
             raise ValueError(f"Candidate {candidate_name(kept)}: {error}") from None
 
+    largest = max(args.proxy_fractions)
+    values = None
     if candidates is None:
-        singles = {name: extrapolated_error({name: 1.0}) for name in names}
-        nested = nested_candidates(singles)
-        candidates = [{name: 1.0} for name in names] + nested
-        predicted = [*singles.values(), *(extrapolated_error(kept) for kept in nested)]
+        union_error, union_proxy = proxy_runs(dict.fromkeys(names, 1.0))
+        # Value is measured on the examples the union's largest proxy did not train on: its cut is the start of the
+        # same permutation. A source too small to leave any out is measured on all of its examples.
+        cut = next(cut for fraction, cut, _, _ in proxies if fraction == largest)
+        fresh = []
+        for name, permutation in zip(names, selected_indices(source_set.sizes, [1.0] * len(names), seed=args.seed)):
+            left_out = permutation[len(cut[name]):] if len(cut[name]) < len(permutation) else permutation
+            fresh.append(left_out[: args.proxy_value_examples])
+        values = source_values(union_proxy, dict(zip(names, source_set.sources)), fresh, eval_dataset,
+                               per_example=budget.unit == "samples", max_validation=args.proxy_value_examples)
+        candidates = nested_candidates(values)  # the last is the union, already run
+        predicted = [proxy_runs(kept)[0] for kept in candidates[:-1]] + [union_error]
     else:
-        predicted = [extrapolated_error(kept) for kept in candidates]
+        predicted = [proxy_runs(kept)[0] for kept in candidates]
     kept, error = min(zip(candidates, predicted), key=lambda candidate: candidate[1])
     return Mixture(
         ratios={name: kept.get(name, 0.0) for name in names},
@@ -171,6 +208,7 @@ def select_by_proxies(
             "proxy_fractions": list(args.proxy_fractions),
             "proxy_keep_steps": args.proxy_keep_steps,
             "candidates": {candidate_name(c): e for c, e in zip(candidates, predicted)},
+            **({} if values is None else {"source_values": values}),
         },
         metrics={
             "predicted_validation_error": error,

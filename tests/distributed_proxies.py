@@ -20,4 +20,5 @@ args = CADSConfig(
 )
 mixture = select_by_proxies(lambda: ToyClassifier(seed=0), sources, validation, args)
 with open(os.path.join(output_dir, f"rank{args.process_index}.json"), "w") as f:
-    json.dump({"world_size": args.world_size, "ratios": mixture.ratios, "candidates": mixture.config["candidates"]}, f)
+    json.dump({"world_size": args.world_size, "ratios": mixture.ratios, "candidates": mixture.config["candidates"],
+               "source_values": mixture.config["source_values"]}, f)

@@ -48,4 +48,5 @@ def test_two_processes_select_the_same_sources_by_proxies(tmp_path):
     rank0, rank1 = (json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2))
     assert rank0["world_size"] == rank1["world_size"] == 2
     assert rank0["candidates"] == rank1["candidates"] and rank0["ratios"] == rank1["ratios"]
+    assert rank0["source_values"] == rank1["source_values"]  # the same order of candidates on both
     assert rank0["ratios"]["noise_0"] == 1.0 and rank0["ratios"]["noise_100"] == 0.0

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 
-from cads_hf.losses import IGNORE_INDEX, calibrated_logits, example_losses
+from cads_hf.losses import IGNORE_INDEX, calibrated_logits, dataset_gradient, example_losses
 
 
 def double_losses(outputs, labels):
@@ -108,3 +108,34 @@ def test_reduce_fits_one_temperature_for_the_global_batch():
     assert float(sharded) == pytest.approx(float(whole), rel=1e-6)
     _, alone = calibrated_logits(double_losses, {"logits": mine}, my_labels)
     assert abs(float(alone) - float(whole)) > 1e-3  # the shard alone would fit another temperature
+
+
+class TinyLM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.head = torch.nn.Embedding(7, 5), torch.nn.Linear(5, 7)
+
+    def forward(self, input_ids):
+        return {"logits": self.head(self.embed(input_ids))}
+
+
+@pytest.mark.parametrize("per_example", [False, True])
+def test_dataset_gradient_is_the_gradient_of_the_mean_loss_over_batches(per_example):
+    g = torch.Generator().manual_seed(1)
+    rows = [{"input_ids": torch.randint(0, 7, (6,), generator=g)} for _ in range(5)]
+    for row, prompt in zip(rows, [1, 2, 3, 1, 4]):  # sequences with different numbers of trained tokens
+        row["labels"] = row["input_ids"].clone()
+        row["labels"][:prompt] = IGNORE_INDEX
+    collate = lambda batch: {key: torch.stack([row[key] for row in batch]) for key in batch[0]}
+    model = TinyLM()
+    model.head.weight.grad = torch.ones_like(model.head.weight)  # left as it was
+
+    gradient = dataset_gradient(model, rows, collate, batch_size=2, per_example=per_example)
+    whole = collate(rows)
+    sums, counts = example_losses(model(input_ids=whole["input_ids"]), whole["labels"])
+    mean = sums.sum() / (len(rows) if per_example else counts.sum())
+    expected = torch.autograd.grad(mean, list(model.parameters()))
+    for got, want in zip(gradient, expected):
+        torch.testing.assert_close(got, want)
+    assert torch.equal(model.head.weight.grad, torch.ones_like(model.head.weight)) and model.training

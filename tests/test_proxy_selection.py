@@ -34,8 +34,8 @@ def test_extrapolation_recovers_a_power_law_and_fits_more_points_by_least_square
         extrapolate_to_full_size({0.1: 0.3, 0.25: 0.0})
 
 
-def test_nested_candidates_add_sources_in_the_order_of_their_own_error():
-    assert nested_candidates({"a": 0.3, "b": 0.1, "c": 0.2}) == [{"b": 1.0, "c": 1.0}, {"b": 1.0, "c": 1.0, "a": 1.0}]
+def test_nested_candidates_add_sources_most_valuable_first():
+    assert nested_candidates({"a": 0.3, "b": 0.1, "c": 0.2}) == [{"a": 1.0}, {"a": 1.0, "c": 1.0}, {"a": 1.0, "c": 1.0, "b": 1.0}]
     assert candidate_name({"b": 1.0, "c": 0.5, "a": 0.0}) == "b+0.5*c"
 
 
@@ -48,27 +48,46 @@ def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_pat
         ((0.0, 1.0), 0.1): 0.3, ((0.0, 1.0), 0.25): 0.27,
         ((1.0, 1.0), 0.1): 0.25, ((1.0, 1.0), 0.25): 0.2,
     }
-    calls = []
+    calls, measured = [], []
 
     def fake_train_on_mixture(model, cut, ratios, budget, args, args_overrides, **kwargs):
         fraction = budget.amount / 9000
-        calls.append({"sizes": {k: len(v) for k, v in cut.items()}, "ratios": tuple(ratios), "fraction": fraction,
-                      "batch": args_overrides["per_device_train_batch_size"]})
+        calls.append({"cut": {k: set(v.order) for k, v in cut.items()}, "ratios": tuple(ratios),
+                      "fraction": fraction, "batch": args_overrides["per_device_train_batch_size"]})
         return SimpleNamespace(model=(tuple(ratios), round(fraction, 6)))
 
+    def fake_source_values(trainer, sources, examples, eval_dataset, per_example, max_validation):
+        measured.append({"model": trainer.model, "examples": dict(zip(sources, map(set, examples))),
+                         "per_example": per_example, "max_validation": max_validation})
+        return {"A": 2.0, "B": 1.0}
+
     monkeypatch.setattr(proxy_selection, "train_on_mixture", fake_train_on_mixture)
+    monkeypatch.setattr(proxy_selection, "source_values", fake_source_values)
     draws = []  # what an unseeded model initialization would draw, once per proxy run
-    mixture = select_by_proxies(lambda: draws.append(float(torch.rand(()))), sources, None, config(tmp_path),
-                                validation_error=errors.get)
-    assert len(draws) == 6 and len(set(draws)) == 1  # every candidate starts from the same weights
+    mixture = select_by_proxies(lambda: draws.append(float(torch.rand(()))), sources, None,
+                                config(tmp_path, proxy_value_examples=50), validation_error=errors.get)
+    assert len(draws) == 4 and len(set(draws)) == 1  # every candidate starts from the same weights
     assert mixture.ratios == {"A": 1.0, "B": 0.0}
     assert mixture.config["candidates"]["A"] == pytest.approx(0.3 * (0.3 / 0.5) ** (math.log(4) / math.log(2.5)))
-    assert mixture.config["candidates"]["A"] < mixture.config["candidates"]["A+B"] < mixture.config["candidates"]["B"]
-    assert len(calls) == 6 and mixture.metrics["proxy_samples_over_final"] == pytest.approx(3 * 0.35)
+    assert list(mixture.config["candidates"]) == ["A", "A+B"]  # most valuable first, then the union
+    assert mixture.config["candidates"]["A"] < mixture.config["candidates"]["A+B"]
+    assert mixture.config["source_values"] == {"A": 2.0, "B": 1.0}
+    assert len(calls) == 4 and mixture.metrics["proxy_samples_over_final"] == pytest.approx(2 * 0.35)
     for call in calls:
         f = call["fraction"]
-        assert call["sizes"] == {"A": round(40 * f), "B": round(400 * f)}
+        assert {k: len(v) for k, v in call["cut"].items()} == {"A": round(40 * f), "B": round(400 * f)}
         assert call["batch"] == round(32 * f)  # as many steps as the full run
+    # The union runs first; its largest proxy's model is measured on examples that proxy did not train on.
+    assert [c["ratios"] for c in calls[:2]] == [(1.0, 1.0)] * 2
+    (value,) = measured
+    assert value["model"] == ((1.0, 1.0), 0.25) and value["per_example"] and value["max_validation"] == 50
+    assert {k: len(v) for k, v in value["examples"].items()} == {"A": 30, "B": 50}
+    assert all(not (value["examples"][k] & calls[1]["cut"][k]) for k in sources)
+
+    # Values the other way round: B alone, then the union.
+    monkeypatch.setattr(proxy_selection, "source_values", lambda *args, **kwargs: {"A": 1.0, "B": 2.0})
+    mixture = select_by_proxies(lambda: None, sources, None, config(tmp_path), validation_error=errors.get)
+    assert list(mixture.config["candidates"]) == ["B", "B+A"] and mixture.ratios == {"A": 1.0, "B": 1.0}
 
     calls.clear()
     select_by_proxies(lambda: None, sources, None, config(tmp_path, proxy_keep_steps=False), validation_error=errors.get)
@@ -99,8 +118,11 @@ def test_token_budgets_are_checked_and_cut_in_tokens(tmp_path, monkeypatch):
         return SimpleNamespace(model=None)
 
     monkeypatch.setattr(proxy_selection, "train_on_mixture", fake_train_on_mixture)
+    units = []  # a source's value is measured per token under a token budget
+    monkeypatch.setattr(proxy_selection, "source_values",
+                        lambda *args, per_example, **kwargs: units.append(per_example) or {"A": 1.0, "B": 0.0})
     select_by_proxies(lambda: None, sources, None, config(tmp_path, budget_unit="tokens"), validation_error=lambda m: 1.0)
-    assert set(budgets) == {(900.0, "tokens"), (2250.0, "tokens")}
+    assert set(budgets) == {(900.0, "tokens"), (2250.0, "tokens")} and units == [False]
     # 20 tokens per example on average: 0.1 x 400 tokens pays for 2 examples, fewer than the proxy's batch of 3.
     with pytest.raises(ValueError, match="proxy_fractions: the proxy at fraction 0.1 is too small"):
         select_by_proxies(lambda: None, sources, None, config(tmp_path, budget_unit="tokens", compute_budget=400),
@@ -112,7 +134,9 @@ def test_selects_the_clean_sources_on_a_real_run(tmp_path):
     validation = validation.add_column("note", [0] * len(validation))  # not a model input: dropped, as in training
     mixture = select_by_proxies(lambda: ToyClassifier(seed=0), sources, validation, config(tmp_path))
     assert mixture.ratios["noise_0"] == 1.0 and mixture.ratios["noise_100"] == 0.0
-    assert len(mixture.config["candidates"]) == 5  # three sources alone, then the best two and all three
+    values = mixture.config["source_values"]
+    assert values["noise_0"] > values["noise_20"] > 0 > values["noise_100"]  # pure noise opposes validation
+    assert list(mixture.config["candidates"]) == ["noise_0", "noise_0+noise_20", "noise_0+noise_20+noise_100"]
     assert all(error > 0 for error in mixture.config["candidates"].values())
 
 
