@@ -424,8 +424,8 @@ def section() -> str:
     by_proxies = load("noisy_sources_scarce_proxy")
     if by_proxies:
         parts += [
-            "The default against `select_by_proxies` (README, \"Which reward\": `proxy` picks among each source "
-            "alone and the nested unions, `proxy_grid` among the ten fixed mixtures the benchmark trains: its grid and "
+            "The default against `select_by_proxies` (README, \"Which reward\": `proxy` picks among the unions of "
+            "the k most valuable sources, `proxy_grid` among the ten fixed mixtures the benchmark trains: its grid and "
             "each source alone), seeds "
             f"{by_proxies['seeds']} (`benchmarks/noisy_sources.py --rewards {' '.join(by_proxies['variants'])} --output "
             "benchmarks/results/noisy_sources_scarce_proxy.json`); its selection cost is the proxies' wall time over "
@@ -524,8 +524,8 @@ def section() -> str:
         parts += [
             f"`select_by_proxies` at the same budgets, seeds {text_proxies['seeds']} (`benchmarks/instruct_mix.py "
             f"--variants {' '.join(text_proxies['variants'])} --seeds {len(text_proxies['seeds'])} --output "
-            "benchmarks/results/instruct_mix_full_proxy.json`; `proxy` picks among GPT-4 alone, Alpaca alone and "
-            "both, `proxy_grid` among the grid's seven mixtures):",
+            "benchmarks/results/instruct_mix_full_proxy.json`; `proxy` picks between the source of higher value per "
+            "example alone and both, `proxy_grid` among the grid's seven mixtures):",
             "",
             *mixture_table(text_proxies, 1, 2, "samples"),
             "",

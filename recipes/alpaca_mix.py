@@ -3,8 +3,9 @@
 Features:
   - named instruction sources (Alpaca-style JSON, JSONL, folders or Hub dataset ids), serialized with role tokens,
     prompts masked, 90/5/5 train/validation/test split per source;
-  - a CADS-S search for the compute budget, then a fresh model trained on the learned mixture for exactly that
-    budget, compared with the uniform mixture (all data) and the best single source at the same budget;
+  - the mixture for the compute budget learned by a CADS-S search, or chosen by proxy runs (`--selection proxies`,
+    `select_by_proxies`), then a fresh model trained on it for exactly that budget, compared with the uniform mixture
+    (all data) and the best single source at the same budget;
   - validation and per-source test perplexity; the learned mixture saved (and pushed to the Hub with a card);
   - one process or many, CPU or CUDA: `accelerate launch` picks the setup.
 
@@ -36,7 +37,7 @@ from accelerate import PartialState
 from datasets import concatenate_datasets
 from transformers import AutoModelForCausalLM
 
-from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, train_on_mixture
+from cads_hf import CADSConfig, CADSTrainer, ComputeBudget, select_by_proxies, train_on_mixture
 from cads_hf.hub import require_hub
 from cads_hf.losses import dataset_loss
 from cads_hf.recipe_arguments import parse_with_defaults
@@ -81,6 +82,12 @@ class RecipeArguments:
     max_length: int = field(default=256, metadata={"help": "Longer examples are discarded (and counted)."})
     compare_baselines: bool = field(
         default=True, metadata={"help": "Also train uniform and best-source models at the same budget."}
+    )
+    selection: str = field(
+        default="search",
+        metadata={"help": "How the mixture is chosen: 'search' (CADSTrainer's CADS-S search, --max_steps long) or "
+                  "'proxies' (select_by_proxies: scaled-down runs of the whole training; README, \"Which reward\").",
+                  "choices": ["search", "proxies"]},
     )
 
 
@@ -158,23 +165,31 @@ def main(argv: list[str]) -> dict:
     if config.compute_budget is None:  # two epochs of all training data
         config.compute_budget = 2 * sum(len(ds) for ds in train.values())
     push, hub_model_id = config.push_to_hub, config.hub_model_id
-    config.push_to_hub = False  # the search's checkpoints are not the product; the mixture is pushed below
+    config.push_to_hub = False  # the selection's own runs are not the product; the mixture is pushed below
     collator = InstructionCollator(tokenizer.pad_token_id)
     initial_state = copy.deepcopy(model.state_dict())
 
-    # 1. Search (the surrogate, if the reward needs one, is collected first).
-    search = CADSTrainer(
-        model=model, args=config, sources=train, eval_dataset=validation, data_collator=collator,
-        processing_class=tokenizer,
-    )
-    search.train()
-    mixture = search.mixture()
-    budget = ComputeBudget(config.compute_budget, config.budget_unit)
-
-    # 2. Final training on the learned mixture, and the baselines at the same budget.
-    def final_model(ratios: dict[str, float], tag: str):
+    def initial_model():
         fresh = copy.deepcopy(model)
         fresh.load_state_dict(initial_state)
+        return fresh
+
+    # 1. The mixture: proxy runs, or the search (the surrogate, if the reward needs one, is collected first).
+    if recipe.selection == "proxies":
+        mixture = select_by_proxies(initial_model, train, validation, config, data_collator=collator,
+                                    processing_class=tokenizer)
+    else:
+        search = CADSTrainer(
+            model=model, args=config, sources=train, eval_dataset=validation, data_collator=collator,
+            processing_class=tokenizer,
+        )
+        search.train()
+        mixture = search.mixture()
+    budget = ComputeBudget(config.compute_budget, config.budget_unit)
+
+    # 2. Final training on the mixture, and the baselines at the same budget.
+    def final_model(ratios: dict[str, float], tag: str):
+        fresh = initial_model()
         args = copy.deepcopy(config)
         args.output_dir = os.path.join(config.output_dir, "final", tag)
         trainer = train_on_mixture(fresh, train, ratios, budget, args, data_collator=collator, processing_class=tokenizer)
@@ -197,8 +212,8 @@ def main(argv: list[str]) -> dict:
         report["best_source"] = {**report[best], "source": best.split(":", 1)[1]}
 
     # 3. Save and publish the mixture.
-    mixture.metrics = {"validation_perplexity": report["cads"]["validation_perplexity"]}
-    if search.is_world_process_zero():
+    mixture.metrics = {**mixture.metrics, "validation_perplexity": report["cads"]["validation_perplexity"]}
+    if config.process_index == 0:
         mixture_dir = os.path.join(config.output_dir, "mixture")
         mixture.save_pretrained(mixture_dir)
         with open(os.path.join(config.output_dir, "report.json"), "w") as f:

@@ -39,6 +39,19 @@ def test_recipe_compares_baselines_saves_and_pushes_the_mixture(tmp_path, monkey
 
 
 @pytest.mark.slow
+def test_recipe_selects_by_proxies_on_request(tmp_path):
+    from cads_hf import Mixture
+
+    report = _load_recipe().main([*TINY, "--output_dir", str(tmp_path), "--selection", "proxies",
+                                  "--compare_baselines", "False"])
+    saved = Mixture.from_pretrained(str(tmp_path / "mixture"))
+    assert saved.reward == "proxy" and saved.ratios == report["cads"]["ratios"]
+    assert set(saved.ratios.values()) <= {0.0, 1.0} and len(saved.config["candidates"]) == 3
+    assert set(saved.config["source_values"]) == {"clean", "noisy", "random"}
+    assert "validation_perplexity" in saved.metrics and "proxy_samples_over_final" in saved.metrics
+
+
+@pytest.mark.slow
 def test_recipe_push_without_repository_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="--hub_model_id"):
         _load_recipe().main([*TINY, "--output_dir", str(tmp_path), "--push_to_hub", "--compare_baselines", "False"])
