@@ -438,6 +438,18 @@ def section() -> str:
             *ratio_table(by_proxies),
             "",
         ]
+    by_proxies_five = load("noisy_sources_scarce_proxy_5seeds")
+    if by_proxies_five:
+        parts += [
+            f"The default against `select_by_proxies`'s own candidates with seeds {by_proxies_five['seeds']} "
+            f"(`benchmarks/noisy_sources.py --rewards {' '.join(by_proxies_five['variants'])} --seeds "
+            f"{len(by_proxies_five['seeds'])} --output benchmarks/results/noisy_sources_scarce_proxy_5seeds.json`):",
+            "",
+            *mixture_table(by_proxies_five, 100, 1, "samples"),
+            "",
+            *proxy_verdicts(by_proxies_five, 100, "%", lower_is_better=False),
+            "",
+        ]
     criteria = load("validation_criteria")
     if criteria:
         parts += [
@@ -530,6 +542,18 @@ def section() -> str:
             *mixture_table(text_proxies, 1, 2, "samples"),
             "",
             *proxy_verdicts(text_proxies, 1, "perplexity", lower_is_better=True),
+            "",
+        ]
+    text_proxies_seeds = load("instruct_mix_full_proxy_2seeds")
+    if text_proxies_seeds:
+        parts += [
+            f"The default and `select_by_proxies`'s own candidates on seeds {text_proxies_seeds['seeds']} "
+            f"(`benchmarks/instruct_mix.py --variants {' '.join(text_proxies_seeds['variants'])} --seeds "
+            f"{len(text_proxies_seeds['seeds'])} --output benchmarks/results/instruct_mix_full_proxy_2seeds.json`):",
+            "",
+            *mixture_table(text_proxies_seeds, 1, 2, "samples"),
+            "",
+            *proxy_verdicts(text_proxies_seeds, 1, "perplexity", lower_is_better=True),
             "",
         ]
     text_grid = load("proxy_mixtures_instruct")

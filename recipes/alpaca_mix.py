@@ -3,9 +3,9 @@
 Features:
   - named instruction sources (Alpaca-style JSON, JSONL, folders or Hub dataset ids), serialized with role tokens,
     prompts masked, 90/5/5 train/validation/test split per source;
-  - the mixture for the compute budget learned by a CADS-S search, or chosen by proxy runs (`--selection proxies`,
-    `select_by_proxies`), then a fresh model trained on it for exactly that budget, compared with the uniform mixture
-    (all data) and the best single source at the same budget;
+  - the mixture for the compute budget chosen by proxy runs (`select_by_proxies`, the better selector in the
+    benchmarks) or learned by a CADS-S search (`--selection search`), then a fresh model trained on it for exactly
+    that budget, compared with the uniform mixture (all data) and the best single source at the same budget;
   - validation and per-source test perplexity; the learned mixture saved (and pushed to the Hub with a card);
   - one process or many, CPU or CUDA: `accelerate launch` picks the setup.
 
@@ -84,10 +84,11 @@ class RecipeArguments:
         default=True, metadata={"help": "Also train uniform and best-source models at the same budget."}
     )
     selection: str = field(
-        default="search",
-        metadata={"help": "How the mixture is chosen: 'search' (CADSTrainer's CADS-S search, --max_steps long) or "
-                  "'proxies' (select_by_proxies: scaled-down runs of the whole training; README, \"Which reward\").",
-                  "choices": ["search", "proxies"]},
+        default="proxies",
+        metadata={"help": "How the mixture is chosen: 'proxies' (select_by_proxies: scaled-down runs of the whole "
+                  "training, the better selector in the benchmarks; README, \"Which reward\") or 'search' "
+                  "(CADSTrainer's CADS-S search, --max_steps long).",
+                  "choices": ["proxies", "search"]},
     )
 
 

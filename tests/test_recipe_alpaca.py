@@ -39,16 +39,21 @@ def test_recipe_compares_baselines_saves_and_pushes_the_mixture(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_recipe_selects_by_proxies_on_request(tmp_path):
+@pytest.mark.parametrize("selection", ["proxies", "search"])
+def test_recipe_selects_by_proxies_by_default_or_by_search(tmp_path, selection):
     from cads_hf import Mixture
 
-    report = _load_recipe().main([*TINY, "--output_dir", str(tmp_path), "--selection", "proxies",
-                                  "--compare_baselines", "False"])
+    flags = [] if selection == "proxies" else ["--selection", "search"]
+    report = _load_recipe().main([*TINY, "--output_dir", str(tmp_path), "--compare_baselines", "False", *flags])
     saved = Mixture.from_pretrained(str(tmp_path / "mixture"))
-    assert saved.reward == "proxy" and saved.ratios == report["cads"]["ratios"]
-    assert set(saved.ratios.values()) <= {0.0, 1.0} and len(saved.config["candidates"]) == 3
-    assert set(saved.config["source_values"]) == {"clean", "noisy", "random"}
-    assert "validation_perplexity" in saved.metrics and "proxy_samples_over_final" in saved.metrics
+    assert saved.ratios == report["cads"]["ratios"] and "validation_perplexity" in saved.metrics
+    if selection == "proxies":
+        assert saved.reward == "proxy" and set(saved.ratios.values()) <= {0.0, 1.0}
+        assert len(saved.config["candidates"]) == 3 and set(saved.config["source_values"]) == {"clean", "noisy", "random"}
+        assert "proxy_samples_over_final" in saved.metrics
+    else:
+        assert saved.reward == "horizon" and "source_values" not in saved.config
+        assert any(0 < ratio < 1 and ratio != saved.config["ratio_init"] for ratio in saved.ratios.values())  # learned
 
 
 @pytest.mark.slow
