@@ -94,6 +94,14 @@ def calibrated_logits(
     return {"logits": logits * scale}, scale
 
 
+def _batches(dataset, count: int, collate, batch_size: int, device, drop_columns: tuple[str, ...] = ()):
+    """The first `count` rows of `dataset` in collated batches on `device`, as (model inputs, labels)."""
+    for start in range(0, count, batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, count))])
+        batch = {k: v.to(device) for k, v in batch.items() if k not in drop_columns}
+        yield batch, batch.pop("labels")
+
+
 @torch.no_grad()
 def dataset_loss(
     model,
@@ -112,10 +120,7 @@ def dataset_loss(
     count = len(dataset) if max_examples is None else min(len(dataset), max_examples)
     total, terms = 0.0, 0.0
     try:
-        for start in range(0, count, batch_size):
-            batch = collate([dataset[i] for i in range(start, min(start + batch_size, count))])
-            batch = {k: v.to(device) for k, v in batch.items() if k not in drop_columns}
-            labels = batch.pop("labels")
+        for batch, labels in _batches(dataset, count, collate, batch_size, device, drop_columns):
             sums, counts = per_example_loss(model(**batch), labels)
             total, terms = total + float(sums.sum()), terms + float(counts.sum())
     finally:
@@ -141,10 +146,7 @@ def dataset_gradient(
     model.eval()
     terms = 0.0
     try:
-        for start in range(0, len(dataset), batch_size):
-            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            batch = {k: v.to(device) for k, v in batch.items()}
-            labels = batch.pop("labels")
+        for batch, labels in _batches(dataset, len(dataset), collate, batch_size, device):
             loss_sums, counts = per_example_loss(model(**batch), labels)
             grads = torch.autograd.grad(loss_sums.sum(), parameters, allow_unused=True)
             for total, grad in zip(sums, grads):

@@ -160,6 +160,8 @@ def select_by_proxies(
         collate = trainer._get_collator_with_removed_columns(trainer.data_collator, "validation")
         return dataset_loss(trainer.model, eval_dataset, collate, args.per_device_eval_batch_size, args.device)[0]
 
+    largest = max(args.proxy_fractions)
+
     def proxy_runs(kept: dict[str, float]):
         """The candidate's validation error extrapolated to full size, and the Trainer of its largest proxy."""
         ratios = [kept.get(name, 0.0) for name in names]
@@ -179,7 +181,6 @@ def select_by_proxies(
         except ValueError as error:  # a NaN or non-positive error: say which candidate
             raise ValueError(f"Candidate {candidate_name(kept)}: {error}") from None
 
-    largest = max(args.proxy_fractions)
     values = None
     if candidates is None:
         union_error, union_proxy = proxy_runs(dict.fromkeys(names, 1.0))
