@@ -1,3 +1,5 @@
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -280,6 +282,29 @@ def test_final_training_consumes_exactly_the_budget(tmp_path):
         data_collator=counting_collator,
     )
     assert sum(seen) == 250 and trainer.state.global_step == 8
+
+
+class _RecordFreezeCount(transformers.TrainerCallback):
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.frozen = gc.get_freeze_count()
+
+
+def test_training_runs_with_long_lived_objects_frozen_and_restores_the_callers_gc(tmp_path):
+    # Trainer.train's full collection at its start would scan every object alive before the run (~0.3 s each time).
+    sources, _ = toy_sources()
+    args = make_args(tmp_path, per_device_train_batch_size=32)
+    assert gc.get_freeze_count() == 0
+    record = _RecordFreezeCount()
+    train_on_mixture(ToyClassifier(), sources, [1.0, 0.0, 0.0], ComputeBudget(64), args, callbacks=[record])
+    assert record.frozen > 100_000 and gc.get_freeze_count() == 0
+    gc.freeze()  # a caller that froze its own objects keeps them frozen, and no more
+    try:
+        frozen = gc.get_freeze_count()
+        train_on_mixture(ToyClassifier(), sources, [1.0, 0.0, 0.0], ComputeBudget(64), args, callbacks=[record])
+        # Frozen objects that die leave the count; freezing again would have added the objects made since.
+        assert 100_000 < record.frozen <= frozen and 100_000 < gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_mixture_artifact_from_a_search(tmp_path):
