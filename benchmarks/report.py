@@ -450,6 +450,25 @@ def section() -> str:
             *proxy_verdicts(by_proxies_five, 100, "%", lower_is_better=False),
             "",
         ]
+    smaller = load("noisy_sources_scarce_proxy_small")
+    if smaller:
+        parts += [
+            "Smaller proxies: `proxy_small` cuts every source to 5% and 20% and `proxy_10_20` to 10% and 20% (1.25 "
+            "and 1.5 final runs' samples for five candidates) instead of the default 10% and 25% (`proxy`, 1.75), "
+            "seeds "
+            f"{smaller['seeds']} (`benchmarks/noisy_sources.py --rewards {' '.join(smaller['variants'])} --seeds "
+            f"{len(smaller['seeds'])} --output benchmarks/results/noisy_sources_scarce_proxy_small.json`); selection "
+            "cost is the proxies' wall time over the final run's (mean over seeds, two runs at a time on 2 cores):",
+            "",
+            *mixture_table(smaller, 100, 1, "samples"),
+            "",
+            *cost_table(smaller),
+            "",
+            *proxy_verdicts(smaller, 100, "%", lower_is_better=False),
+            "",
+            *ratio_table(smaller),
+            "",
+        ]
     criteria = load("validation_criteria")
     if criteria:
         parts += [
