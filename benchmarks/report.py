@@ -535,8 +535,8 @@ def section() -> str:
         parts += [
             f"At the full mode's budgets, seeds {full['seeds']} (`benchmarks/instruct_mix.py --variants "
             f"{' '.join(full['variants'])} --seeds {len(full['seeds'])} --output "
-            "benchmarks/results/instruct_mix_full_default.json`; the full mode's 3 seeds and other variants have not "
-            "been run): does the "
+            "benchmarks/results/instruct_mix_full_default.json`; the full mode's other variants have not been run): "
+            "does the "
             "oracle cross over from best-source to full data as the budget grows, and does the default follow?",
             "",
             *mixture_table(full, 1, 2, "samples"),
