@@ -563,12 +563,12 @@ def section() -> str:
             *proxy_verdicts(text_proxies, 1, "perplexity", lower_is_better=True),
             "",
         ]
-    text_proxies_seeds = load("instruct_mix_full_proxy_2seeds")
+    text_proxies_seeds = load("instruct_mix_full_proxy_3seeds")
     if text_proxies_seeds:
         parts += [
             f"The default and `select_by_proxies`'s own candidates on seeds {text_proxies_seeds['seeds']} "
             f"(`benchmarks/instruct_mix.py --variants {' '.join(text_proxies_seeds['variants'])} --seeds "
-            f"{len(text_proxies_seeds['seeds'])} --output benchmarks/results/instruct_mix_full_proxy_2seeds.json`):",
+            f"{len(text_proxies_seeds['seeds'])} --output benchmarks/results/instruct_mix_full_proxy_3seeds.json`):",
             "",
             *mixture_table(text_proxies_seeds, 1, 2, "samples"),
             "",
