@@ -85,6 +85,13 @@ def proxy_verdicts(results: dict, scale: float, unit: str, lower_is_better: bool
     return lines
 
 
+def rerun_command(script: str, flag: str, results: dict, stem: str) -> str:
+    """The command (as code) that writes benchmarks/results/<stem>.json: `script` with the results' variants (under
+    `flag`, --rewards or --variants) and seeds."""
+    return (f"`benchmarks/{script}.py {flag} {' '.join(results['variants'])} --seeds {len(results['seeds'])} "
+            f"--output benchmarks/results/{stem}.json`")
+
+
 def cost_table(results: dict) -> list[str]:
     """Each variant's selection cost (surrogate + search wall time over the final run's), per budget."""
     variants = cads_columns(results["rows"])
@@ -395,8 +402,7 @@ def section() -> str:
     if five:
         parts += [
             f"With seeds {five['seeds']} (the same fixed-mixture runs, more seeds; "
-            f"`benchmarks/noisy_sources.py --rewards {' '.join(five.get('variants', [DEFAULT]))} --seeds 5 --output "
-            "benchmarks/results/noisy_sources_scarce_5seeds.json`):",
+            f"{rerun_command('noisy_sources', '--rewards', five, 'noisy_sources_scarce_5seeds')}):",
             "",
             *mixture_table(five, 100, 1, "samples"),
             "",
@@ -412,9 +418,8 @@ def section() -> str:
     if calibrated:
         parts += [
             "The default against the same search minimizing the temperature-calibrated validation loss "
-            f"(`validation_calibration=\"temperature\"`), seeds {calibrated['seeds']} (`benchmarks/noisy_sources.py "
-            f"--rewards {' '.join(calibrated['variants'])} --seeds 2 --output "
-            "benchmarks/results/noisy_sources_scarce_calibrated.json`):",
+            f"(`validation_calibration=\"temperature\"`), seeds {calibrated['seeds']} "
+            f"({rerun_command('noisy_sources', '--rewards', calibrated, 'noisy_sources_scarce_calibrated')}):",
             "",
             *mixture_table(calibrated, 100, 1, "samples"),
             "",
@@ -427,9 +432,9 @@ def section() -> str:
             "The default against `select_by_proxies` (README, \"Which reward\": `proxy` picks among the unions of "
             "the k most valuable sources, `proxy_grid` among the ten fixed mixtures the benchmark trains: its grid and "
             "each source alone), seeds "
-            f"{by_proxies['seeds']} (`benchmarks/noisy_sources.py --rewards {' '.join(by_proxies['variants'])} --output "
-            "benchmarks/results/noisy_sources_scarce_proxy.json`); its selection cost is the proxies' wall time over "
-            "the final run's:",
+            f"{by_proxies['seeds']} "
+            f"({rerun_command('noisy_sources', '--rewards', by_proxies, 'noisy_sources_scarce_proxy')}); "
+            "its selection cost is the proxies' wall time over the final run's:",
             "",
             *mixture_table(by_proxies, 100, 1, "samples"),
             "",
@@ -442,8 +447,7 @@ def section() -> str:
     if by_proxies_five:
         parts += [
             f"The default against `select_by_proxies`'s own candidates with seeds {by_proxies_five['seeds']} "
-            f"(`benchmarks/noisy_sources.py --rewards {' '.join(by_proxies_five['variants'])} --seeds "
-            f"{len(by_proxies_five['seeds'])} --output benchmarks/results/noisy_sources_scarce_proxy_5seeds.json`):",
+            f"({rerun_command('noisy_sources', '--rewards', by_proxies_five, 'noisy_sources_scarce_proxy_5seeds')}):",
             "",
             *mixture_table(by_proxies_five, 100, 1, "samples"),
             "",
@@ -455,9 +459,8 @@ def section() -> str:
         parts += [
             "Smaller proxies: `proxy_small` cuts every source to 5% and 20% and `proxy_10_20` to 10% and 20% (1.25 "
             "and 1.5 final runs' samples for five candidates) instead of the default 10% and 25% (`proxy`, 1.75), "
-            "seeds "
-            f"{smaller['seeds']} (`benchmarks/noisy_sources.py --rewards {' '.join(smaller['variants'])} --seeds "
-            f"{len(smaller['seeds'])} --output benchmarks/results/noisy_sources_scarce_proxy_small.json`); selection "
+            f"seeds {smaller['seeds']} "
+            f"({rerun_command('noisy_sources', '--rewards', smaller, 'noisy_sources_scarce_proxy_small')}); selection "
             "cost is the proxies' wall time over the final run's (mean over seeds, two runs at a time on 2 cores):",
             "",
             *mixture_table(smaller, 100, 1, "samples"),
@@ -533,9 +536,9 @@ def section() -> str:
     full = load("instruct_mix_full_default")
     if full:
         parts += [
-            f"At the full mode's budgets, seeds {full['seeds']} (`benchmarks/instruct_mix.py --variants "
-            f"{' '.join(full['variants'])} --seeds {len(full['seeds'])} --output "
-            "benchmarks/results/instruct_mix_full_default.json`; the full mode's other variants have not been run): "
+            f"At the full mode's budgets, seeds {full['seeds']} "
+            f"({rerun_command('instruct_mix', '--variants', full, 'instruct_mix_full_default')}; the full mode's other "
+            "variants have not been run): "
             "does the "
             "oracle cross over from best-source to full data as the budget grows, and does the default follow?",
             "",
@@ -553,9 +556,8 @@ def section() -> str:
     text_proxies = load("instruct_mix_full_proxy")
     if text_proxies:
         parts += [
-            f"`select_by_proxies` at the same budgets, seeds {text_proxies['seeds']} (`benchmarks/instruct_mix.py "
-            f"--variants {' '.join(text_proxies['variants'])} --seeds {len(text_proxies['seeds'])} --output "
-            "benchmarks/results/instruct_mix_full_proxy.json`; `proxy` picks between the source of higher value per "
+            f"`select_by_proxies` at the same budgets, seeds {text_proxies['seeds']} "
+            f"({rerun_command('instruct_mix', '--variants', text_proxies, 'instruct_mix_full_proxy')}; `proxy` picks between the source of higher value per "
             "example alone and both, `proxy_grid` among the grid's seven mixtures):",
             "",
             *mixture_table(text_proxies, 1, 2, "samples"),
@@ -567,8 +569,7 @@ def section() -> str:
     if text_proxies_seeds:
         parts += [
             f"The default and `select_by_proxies`'s own candidates on seeds {text_proxies_seeds['seeds']} "
-            f"(`benchmarks/instruct_mix.py --variants {' '.join(text_proxies_seeds['variants'])} --seeds "
-            f"{len(text_proxies_seeds['seeds'])} --output benchmarks/results/instruct_mix_full_proxy_3seeds.json`):",
+            f"({rerun_command('instruct_mix', '--variants', text_proxies_seeds, 'instruct_mix_full_proxy_3seeds')}):",
             "",
             *mixture_table(text_proxies_seeds, 1, 2, "samples"),
             "",
