@@ -59,6 +59,8 @@ VARIANTS["proxy"] = {"selection": "proxies", "proxy_fractions": [0.1, 0.25], "pr
 # Smaller proxies (1.25 and 1.5 instead of 1.75 final runs' samples for five candidates): is the 2x cost goal in reach?
 VARIANTS["proxy_small"] = {**VARIANTS["proxy"], "proxy_fractions": [0.05, 0.2]}
 VARIANTS["proxy_10_20"] = {**VARIANTS["proxy"], "proxy_fractions": [0.1, 0.2]}
+# Larger proxies: less extrapolation (half the run at most), at twice the samples.
+VARIANTS["proxy_25_50"] = {**VARIANTS["proxy"], "proxy_fractions": [0.25, 0.5]}
 # The same proxies ranking the benchmark's own grid of fixed mixtures (`candidates=`), fractional ones included.
 VARIANTS["proxy_grid"] = {**VARIANTS["proxy"], "candidates": "grid"}
 DEFAULT_VARIANT = "horizon_k64_tail"  # the variant that matches CADSConfig's defaults

@@ -114,8 +114,8 @@ class CADSConfig(TrainingArguments):
             scarce-clean benchmark: README, "Which reward".)
         proxy_value_examples (`int`, defaults to `512`):
             Only for `select_by_proxies` with its default candidates: the examples of each source (left out of the
-            union's largest proxy) and of the validation set whose mean gradients give each source's value per
-            example, which orders the nested candidates. One gradient pass over them; 256 examples per source put
+            union's largest proxy) and of the validation set whose mean gradients give each source's value (their
+            cosine), which orders the nested candidates. One gradient pass over them; 256 examples per source put
             the noisy MNIST sources in their noise order at every budget, on the trained union proxy.
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.

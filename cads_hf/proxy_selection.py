@@ -8,10 +8,12 @@ source cut further trains a much weaker model) is corrected by proxies at two or
 validation error is extrapolated to full size as a power law in f.
 
 By default the candidates need no prior knowledge of the sources: the unions of the k most valuable sources, k = 1..J
-(J candidates for J sources). A source's value is its value per example to the model of the union's largest proxy:
-the first-order drop in validation loss that a step on its examples left out of that proxy would bring,
-<g_val, mean gradient of the fresh examples>. It orders sources by quality, not size (ordering by each source's
-error when trained alone puts a large mediocre source before a small good one, and costs J more candidates). Or the
+(J candidates for J sources). A source's value is how well a step on its examples (ones left out of the union's largest
+proxy) would point down the validation loss of that proxy's model: the cosine between the validation gradient and
+the mean gradient of the fresh examples. It orders sources by quality, not size (ordering by each source's error
+when trained alone puts a large mediocre source before a small good one, and costs J more candidates). The cosine,
+not the inner product: garbage (random answers, wrong labels) has high loss and large gradients, and the inner
+product rewards their size. Or the
 caller names the candidate mixtures (a grid of ratios, say, as one would hand to `interleave_datasets`) and the
 proxies rank them. The result is a `Mixture` of the chosen candidate's ratios.
 """
@@ -57,9 +59,9 @@ def nested_candidates(values: Mapping[str, float]) -> list[dict[str, float]]:
 def source_values(
     trainer, sources: Mapping, examples: Sequence, eval_dataset, per_example: bool, max_validation: int
 ) -> dict[str, float]:
-    """Each source's value per example (or per token) to `trainer.model`: <g_val, g_j>, with g_j the mean gradient of
-    the loss over `examples[j]` (indices into source j) and g_val that of the validation loss over the first
-    `max_validation` validation examples."""
+    """Each source's value to `trainer.model`: cos(g_val, g_j), with g_j the mean gradient of the loss (per example,
+    or per token) over `examples[j]` (indices into source j) and g_val that of the validation loss over the first
+    `max_validation` validation examples; 0 where a gradient vanishes."""
     args = trainer.args
 
     def gradient(dataset, split, per_example):
@@ -67,10 +69,13 @@ def source_values(
         return dataset_gradient(trainer.model, dataset, collate, args.per_device_eval_batch_size, args.device,
                                 per_example)
 
+    def cosine(a, b) -> float:
+        dot, norm_a, norm_b = (float(sum((x * y).sum() for x, y in zip(u, v))) for u, v in ((a, b), (a, a), (b, b)))
+        return dot / math.sqrt(norm_a * norm_b) if norm_a > 0 and norm_b > 0 else 0.0
+
     validation = gradient(SequenceDataset(eval_dataset, range(min(len(eval_dataset), max_validation))), "validation", False)
     return {
-        name: float(sum((g_val * g).sum() for g_val, g in zip(validation, gradient(
-            SequenceDataset(source, indices), "training", per_example))))
+        name: cosine(validation, gradient(SequenceDataset(source, indices), "training", per_example))
         for (name, source), indices in zip(sources.items(), examples)
     }
 
@@ -122,7 +127,7 @@ def select_by_proxies(
     Returns:
         A `Mixture` with the chosen candidate's ratios (0 for the sources it leaves out); `config["candidates"]`
         holds every candidate's extrapolated error by `candidate_name` (and, for the default candidates,
-        `config["source_values"]` each source's value per example), and `metrics["proxy_samples_over_final"]` the
+        `config["source_values"]` each source's value, a cosine), and `metrics["proxy_samples_over_final"]` the
         proxies' cost.
     """
     if args.compute_budget is None:

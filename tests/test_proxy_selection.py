@@ -140,6 +140,35 @@ def test_selects_the_clean_sources_on_a_real_run(tmp_path):
     assert all(error > 0 for error in mixture.config["candidates"].values())
 
 
+def test_source_value_is_the_cosine_so_large_gradients_do_not_buy_rank():
+    """A copy of the validation set (cosine 1) against the same examples scaled up tenfold: larger gradients in
+    nearly the same direction, so a larger inner product with the validation gradient but a smaller cosine."""
+    from transformers import default_data_collator
+
+    _, validation = toy_sources(sizes=(1,), noise=(0.0,), val_size=64)
+    features = torch.tensor(validation["features"])
+    scaled = validation.map(lambda row: {"features": [10 * x for x in row["features"]]})
+    model = ToyClassifier(seed=0)
+    trainer = SimpleNamespace(
+        model=model, data_collator=default_data_collator,
+        args=SimpleNamespace(per_device_eval_batch_size=16, device="cpu"),
+        _get_collator_with_removed_columns=lambda collate, split: collate,
+    )
+    sources = {"scaled": scaled, "copy": validation}
+    values = proxy_selection.source_values(trainer, sources, [range(64), range(64)], validation, True, 64)
+
+    def gradient(inputs):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(inputs)["logits"], torch.tensor(validation["labels"])).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    g_val, g_scaled = gradient(features), gradient(10 * features)
+    assert values["copy"] == pytest.approx(1.0, abs=1e-5)
+    assert values["scaled"] == pytest.approx(float(torch.nn.functional.cosine_similarity(g_val, g_scaled, 0)), rel=1e-4)
+    assert g_val @ g_scaled > g_val @ g_val and values["scaled"] < values["copy"]  # the inner product ranks it first
+    assert nested_candidates(values)[0] == {"copy": 1.0}
+
+
 def test_bad_proxy_settings_name_the_argument_or_source(tmp_path):
     sources, validation = toy_sources(sizes=(300, 3), noise=(0.0, 0.2))
     with pytest.raises(ValueError, match="proxy_fractions"):

@@ -1,0 +1,145 @@
+"""source_values: does the proxies' source value order the sources by quality? The cosine against the inner product.
+
+`select_by_proxies` orders its nested candidates by each source's value on the model of the union's largest proxy.
+The value was the inner product <g_val, g_j> of the validation gradient with the mean gradient of fresh examples of
+source j; it is now their cosine, because the inner product grows with the size of g_j, and garbage (wrong labels,
+random answers) has high loss and large gradients. This script trains the union's largest proxy of each benchmark
+cell exactly as the `proxy` variant does (same data, seed, fractions and budget) and reports both values and the
+order each gives:
+
+    python benchmarks/source_values.py --task scarce    # noisy_sources' scarce-clean design, seeds 0-4 (~5 min)
+    python benchmarks/source_values.py --task instruct  # instruct_mix's full budgets, seeds 0-2 (~15 min)
+    python benchmarks/source_values.py --task recipe    # recipes/alpaca_mix.py's embedded default (~1 min)
+
+Where the two orders agree, the `proxy` variant's nested candidates, and so its pick, are the same under either value
+(the runs are deterministic); the cells where they differ are the ones to rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import sys
+
+import torch
+from common import REPO_ROOT, VARIANTS, quiet, write_results
+
+import cads_hf.proxy_selection as proxy_selection
+from cads_hf import CADSConfig, select_by_proxies
+from cads_hf.final_training import SequenceDataset
+from cads_hf.losses import dataset_gradient
+
+
+LIBRARY_SOURCE_VALUES = proxy_selection.source_values  # the cosine; replaced by both_values while this runs
+
+
+class UnionProxyReached(Exception):
+    """Raised in place of the source values: the rest of the selection is not needed here."""
+
+
+def both_values(trainer, sources, examples, eval_dataset, per_example, max_validation):
+    """`proxy_selection.source_values`' arguments in; both values per source out (by raising UnionProxyReached)."""
+    def gradient(dataset, split, per_example):
+        collate = trainer._get_collator_with_removed_columns(trainer.data_collator, split)
+        return dataset_gradient(trainer.model, dataset, collate, trainer.args.per_device_eval_batch_size,
+                                trainer.args.device, per_example)
+
+    def dot(a, b):
+        return float(sum((x * y).sum() for x, y in zip(a, b)))
+
+    validation = gradient(SequenceDataset(eval_dataset, range(min(len(eval_dataset), max_validation))), "validation", False)
+    values = {}
+    for (name, source), indices in zip(sources.items(), examples):
+        g = gradient(SequenceDataset(source, indices), "training", per_example)
+        values[name] = {"inner_product": dot(validation, g), "norm": math.sqrt(dot(g, g))}
+    for name, cosine in LIBRARY_SOURCE_VALUES(trainer, sources, examples, eval_dataset, per_example,
+                                              max_validation).items():
+        values[name]["cosine"] = cosine
+    raise UnionProxyReached(values)
+
+
+def cell(select) -> dict:
+    """Both values and orders for one cell; `select()` calls select_by_proxies."""
+    try:
+        quiet(select)()
+    except UnionProxyReached as reached:
+        values = reached.args[0]
+    orders = {kind: sorted(values, key=lambda name: -values[name][kind]) for kind in ("inner_product", "cosine")}
+    return {"values": values, "orders": orders, "same_order": orders["inner_product"] == orders["cosine"]}
+
+
+def benchmark_config(task, budget: int, output_dir: str) -> CADSConfig:
+    """The `proxy` variant's configuration, as benchmarks/common.cads_run builds it."""
+    settings = {k: v for k, v in VARIANTS["proxy"].items() if k != "selection"}
+    return CADSConfig(**{**task.args(output_dir, max_steps=10), "compute_budget": budget,
+                         "selection_eval_batch_size": task.batch_size, **settings})
+
+
+def benchmark_cells(task_name: str, seeds: int) -> dict:
+    if task_name == "scarce":
+        import noisy_sources as module
+
+        design = module.DESIGNS["scarce"]
+        budgets = [sum(design["sizes"]) * epochs for epochs in design["epochs"]]
+        make_task = lambda seed: module.make_task(design, seed)  # noqa: E731
+    else:
+        import instruct_mix as module
+
+        budgets, make_task = module.BUDGETS, module.make_task
+    cells = {}
+    for seed in range(seeds):
+        task = make_task(seed)
+        for budget in budgets:
+            config = benchmark_config(task, budget, f"/tmp/cads_bench/source_values/{task_name}")
+            cells[f"seed {seed}, budget {budget}"] = cell(lambda: select_by_proxies(
+                task.model, task.sources, task.validation, config, task.validation_error, data_collator=task.collator))
+            print(f"seed {seed}, budget {budget}:", cells[f"seed {seed}, budget {budget}"]["orders"], flush=True)
+    return cells
+
+
+def recipe_cell() -> dict:
+    """The recipe's embedded default, set up as `recipes/alpaca_mix.py` with no arguments sets it up."""
+    sys.path.insert(0, os.path.join(REPO_ROOT, "recipes"))
+    import alpaca_mix
+    from transformers import set_seed
+
+    from cads_hf.text import InstructionCollator
+
+    recipe, config = alpaca_mix.parse_arguments(["--output_dir", "/tmp/cads_bench/source_values/recipe"])
+    set_seed(config.seed)
+    tokenizer, model, splits, validation = alpaca_mix.setup(recipe)
+    train = {name: split["train"] for name, split in splits.items()}
+    config.compute_budget = 2 * sum(len(dataset) for dataset in train.values())
+    initial = copy.deepcopy(model.state_dict())
+
+    def initial_model():
+        fresh = copy.deepcopy(model)
+        fresh.load_state_dict(initial)
+        return fresh
+
+    collator = InstructionCollator(tokenizer.pad_token_id)
+    return {"embedded default": cell(lambda: select_by_proxies(
+        initial_model, train, validation, config, data_collator=collator, processing_class=tokenizer))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["scarce", "instruct", "recipe"], default="scarce")
+    parser.add_argument("--seeds", type=int, default=None, help="Seeds 0..n-1 (default: scarce 5, instruct 3).")
+    parser.add_argument("--output", default=None)
+    options = parser.parse_args()
+    torch.set_num_threads(1)  # as the benchmarks' runs: the values depend on the arithmetic's order
+    proxy_selection.source_values = both_values
+    if options.task == "recipe":
+        cells = recipe_cell()
+    else:
+        cells = benchmark_cells(options.task, options.seeds or (5 if options.task == "scarce" else 3))
+    results = {"task": options.task, "variant": VARIANTS["proxy"], "cells": cells,
+               "same_order": sum(c["same_order"] for c in cells.values()), "total": len(cells)}
+    print("wrote", write_results(f"source_values_{options.task}", results, options.output))
+
+
+if __name__ == "__main__":
+    main()
