@@ -85,10 +85,11 @@ def proxy_verdicts(results: dict, scale: float, unit: str, lower_is_better: bool
     return lines
 
 
-def rerun_command(script: str, flag: str, results: dict, stem: str) -> str:
+def rerun_command(script: str, flag: str, results: dict, stem: str, budgets: bool = False) -> str:
     """The command (as code) that writes benchmarks/results/<stem>.json: `script` with the results' variants (under
-    `flag`, --rewards or --variants) and seeds."""
-    return (f"`benchmarks/{script}.py {flag} {' '.join(results['variants'])} --seeds {len(results['seeds'])} "
+    `flag`, --rewards or --variants), seeds and, with `budgets`, its budgets."""
+    chosen = f" --budgets {' '.join(str(row['budget']) for row in results['rows'])}" if budgets else ""
+    return (f"`benchmarks/{script}.py {flag} {' '.join(results['variants'])}{chosen} --seeds {len(results['seeds'])} "
             f"--output benchmarks/results/{stem}.json`")
 
 
@@ -472,6 +473,21 @@ def section() -> str:
             *ratio_table(smaller),
             "",
         ]
+    orders = {task: load(f"source_values_{task}") for task in ("scarce", "instruct", "recipe")}
+    if any(orders.values()):
+        parts += [
+            "Which order the proxies' source value gives (`benchmarks/source_values.py --task scarce|instruct|recipe`):"
+            " the cosine of the validation gradient and a source's mean gradient (the library's value) against their "
+            "inner product (its earlier one), on the union's largest proxy of every cell of the `proxy` variant:",
+            "",
+            "| task | cells with the same order | where the orders differ: inner product / cosine |",
+            "|---|---|---|",
+            *(f"| {task} | {results['same_order']} of {results['total']} | " + "; ".join(
+                f"{name}: {' > '.join(c['orders']['inner_product'])} / {' > '.join(c['orders']['cosine'])}"
+                for name, c in results["cells"].items() if not c["same_order"]) + " |"
+              for task, results in orders.items() if results),
+            "",
+        ]
     criteria = load("validation_criteria")
     if criteria:
         parts += [
@@ -576,6 +592,22 @@ def section() -> str:
             *proxy_verdicts(text_proxies_seeds, 1, "perplexity", lower_is_better=True),
             "",
         ]
+    for stem in ("instruct_mix_full_proxy_sizes", "instruct_mix_full_proxy_sizes_5k_10k"):
+        text_sizes = load(stem)
+        if text_sizes:
+            parts += [
+                "Larger proxies on text: `proxy_25_50` cuts every source to 25% and 50% (1.5 final runs' samples for "
+                f"two candidates) instead of 10% and 25% (`proxy`, 0.7), seeds {text_sizes['seeds']} "
+                f"({rerun_command('instruct_mix', '--variants', text_sizes, stem, budgets=True)}); selection cost is "
+                "the proxies' wall time over the final run's (mean over seeds, two runs at a time on 2 cores):",
+                "",
+                *mixture_table(text_sizes, 1, 2, "samples"),
+                "",
+                *cost_table(text_sizes),
+                "",
+                *proxy_verdicts(text_sizes, 1, "perplexity", lower_is_better=True),
+                "",
+            ]
     text_grid = load("proxy_mixtures_instruct")
     if text_grid:
         parts += [
