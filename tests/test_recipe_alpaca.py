@@ -50,7 +50,7 @@ def test_recipe_selects_by_proxies_by_default_or_by_search(tmp_path, selection):
     if selection == "proxies":
         assert saved.reward == "proxy" and set(saved.ratios.values()) <= {0.0, 1.0}
         assert len(saved.config["candidates"]) == 3 and set(saved.config["source_values"]) == {"clean", "noisy", "random"}
-        assert "proxy_samples_over_final" in saved.metrics
+        assert "proxy_samples_over_final" in saved.metrics and saved.config["proxy_fractions"] == [0.25, 0.5]
     else:
         assert saved.reward == "horizon" and "source_values" not in saved.config
         assert any(0 < ratio < 1 and ratio != saved.config["ratio_init"] for ratio in saved.ratios.values())  # learned
