@@ -28,11 +28,7 @@ from common import REPO_ROOT, VARIANTS, quiet, write_results
 
 import cads_hf.proxy_selection as proxy_selection
 from cads_hf import CADSConfig, select_by_proxies
-from cads_hf.final_training import SequenceDataset
-from cads_hf.losses import dataset_gradient
-
-
-LIBRARY_SOURCE_VALUES = proxy_selection.source_values  # the cosine; replaced by both_values while this runs
+from cads_hf.proxy_selection import cosine, inner_product, source_gradients
 
 
 class UnionProxyReached(Exception):
@@ -41,23 +37,12 @@ class UnionProxyReached(Exception):
 
 def both_values(trainer, sources, examples, eval_dataset, per_example, max_validation):
     """`proxy_selection.source_values`' arguments in; both values per source out (by raising UnionProxyReached)."""
-    def gradient(dataset, split, per_example):
-        collate = trainer._get_collator_with_removed_columns(trainer.data_collator, split)
-        return dataset_gradient(trainer.model, dataset, collate, trainer.args.per_device_eval_batch_size,
-                                trainer.args.device, per_example)
-
-    def dot(a, b):
-        return float(sum((x * y).sum() for x, y in zip(a, b)))
-
-    validation = gradient(SequenceDataset(eval_dataset, range(min(len(eval_dataset), max_validation))), "validation", False)
-    values = {}
-    for (name, source), indices in zip(sources.items(), examples):
-        g = gradient(SequenceDataset(source, indices), "training", per_example)
-        values[name] = {"inner_product": dot(validation, g), "norm": math.sqrt(dot(g, g))}
-    for name, cosine in LIBRARY_SOURCE_VALUES(trainer, sources, examples, eval_dataset, per_example,
-                                              max_validation).items():
-        values[name]["cosine"] = cosine
-    raise UnionProxyReached(values)
+    validation, gradients = source_gradients(trainer, sources, examples, eval_dataset, per_example, max_validation)
+    raise UnionProxyReached({
+        name: {"inner_product": inner_product(validation, g), "norm": math.sqrt(inner_product(g, g)),
+               "cosine": cosine(validation, g)}
+        for name, g in gradients.items()
+    })
 
 
 def cell(select) -> dict:

@@ -56,12 +56,23 @@ def nested_candidates(values: Mapping[str, float]) -> list[dict[str, float]]:
     return [dict.fromkeys(order[:k], 1.0) for k in range(1, len(order) + 1)]
 
 
-def source_values(
+def inner_product(a: Sequence, b: Sequence) -> float:
+    """<a, b> of two gradients given as one tensor per parameter."""
+    return float(sum((x * y).sum() for x, y in zip(a, b)))
+
+
+def cosine(a: Sequence, b: Sequence) -> float:
+    """cos(a, b) of two gradients given as one tensor per parameter; 0 where one vanishes."""
+    norm_a, norm_b = inner_product(a, a), inner_product(b, b)
+    return inner_product(a, b) / math.sqrt(norm_a * norm_b) if norm_a > 0 and norm_b > 0 else 0.0
+
+
+def source_gradients(
     trainer, sources: Mapping, examples: Sequence, eval_dataset, per_example: bool, max_validation: int
-) -> dict[str, float]:
-    """Each source's value to `trainer.model`: cos(g_val, g_j), with g_j the mean gradient of the loss (per example,
-    or per token) over `examples[j]` (indices into source j) and g_val that of the validation loss over the first
-    `max_validation` validation examples; 0 where a gradient vanishes."""
+) -> tuple[list, dict[str, list]]:
+    """g_val, the mean gradient of `trainer.model`'s validation loss over the first `max_validation` validation
+    examples, and {source: g_j}, the mean gradient of the loss (per example, or per token) over `examples[j]`
+    (indices into source j)."""
     args = trainer.args
 
     def gradient(dataset, split, per_example):
@@ -69,15 +80,19 @@ def source_values(
         return dataset_gradient(trainer.model, dataset, collate, args.per_device_eval_batch_size, args.device,
                                 per_example)
 
-    def cosine(a, b) -> float:
-        dot, norm_a, norm_b = (float(sum((x * y).sum() for x, y in zip(u, v))) for u, v in ((a, b), (a, a), (b, b)))
-        return dot / math.sqrt(norm_a * norm_b) if norm_a > 0 and norm_b > 0 else 0.0
-
     validation = gradient(SequenceDataset(eval_dataset, range(min(len(eval_dataset), max_validation))), "validation", False)
-    return {
-        name: cosine(validation, gradient(SequenceDataset(source, indices), "training", per_example))
+    return validation, {
+        name: gradient(SequenceDataset(source, indices), "training", per_example)
         for (name, source), indices in zip(sources.items(), examples)
     }
+
+
+def source_values(
+    trainer, sources: Mapping, examples: Sequence, eval_dataset, per_example: bool, max_validation: int
+) -> dict[str, float]:
+    """Each source's value to `trainer.model`: cos(g_val, g_j), the gradients of `source_gradients`."""
+    validation, gradients = source_gradients(trainer, sources, examples, eval_dataset, per_example, max_validation)
+    return {name: cosine(validation, g) for name, g in gradients.items()}
 
 
 def candidate_name(kept: Mapping[str, float]) -> str:
