@@ -478,7 +478,8 @@ def section() -> str:
         parts += [
             "Which order the proxies' source value gives (`benchmarks/source_values.py --task scarce|instruct|recipe`):"
             " the cosine of the validation gradient and a source's mean gradient (the library's value) against their "
-            "inner product (its earlier one), on the union's largest proxy of every cell of the `proxy` variant:",
+            "inner product (its earlier one), on the union's largest proxy of every cell of the `proxy` variant (the "
+            "recipe: its embedded default with the recipe's proxies and with the library's):",
             "",
             "| task | cells with the same order | where the orders differ: inner product / cosine |",
             "|---|---|---|",

@@ -9,7 +9,9 @@ order each gives:
 
     python benchmarks/source_values.py --task scarce    # noisy_sources' scarce-clean design, seeds 0-4 (~5 min)
     python benchmarks/source_values.py --task instruct  # instruct_mix's full budgets, seeds 0-2 (~15 min)
-    python benchmarks/source_values.py --task recipe    # recipes/alpaca_mix.py's embedded default (~1 min)
+    python benchmarks/source_values.py --task recipe    # recipes/alpaca_mix.py's embedded default (~2 min)
+
+The recipe task runs twice: with the recipe's default proxies (25% and 50%) and with the library's (10% and 25%).
 
 Where the two orders agree, the `proxy` variant's nested candidates, and so its pick, are the same under either value
 (the runs are deterministic); the cells where they differ are the ones to rerun.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import os
 import sys
@@ -84,8 +87,9 @@ def benchmark_cells(task_name: str, seeds: int) -> dict:
     return cells
 
 
-def recipe_cell() -> dict:
-    """The recipe's embedded default, set up as `recipes/alpaca_mix.py` with no arguments sets it up."""
+def recipe_cells() -> dict:
+    """The recipe's embedded default, set up as `recipes/alpaca_mix.py` with no arguments sets it up, under the
+    recipe's proxy fractions and the library's."""
     sys.path.insert(0, os.path.join(REPO_ROOT, "recipes"))
     import alpaca_mix
     from transformers import set_seed
@@ -93,6 +97,8 @@ def recipe_cell() -> dict:
     from cads_hf.text import InstructionCollator
 
     recipe, config = alpaca_mix.parse_arguments(["--output_dir", "/tmp/cads_bench/source_values/recipe"])
+    library = next(f for f in dataclasses.fields(CADSConfig) if f.name == "proxy_fractions").default_factory()
+    fractions = [config.proxy_fractions, library]
     set_seed(config.seed)
     tokenizer, model, splits, validation = alpaca_mix.setup(recipe)
     train = {name: split["train"] for name, split in splits.items()}
@@ -105,8 +111,14 @@ def recipe_cell() -> dict:
         return fresh
 
     collator = InstructionCollator(tokenizer.pad_token_id)
-    return {"embedded default": cell(lambda: select_by_proxies(
-        initial_model, train, validation, config, data_collator=collator, processing_class=tokenizer))}
+    cells = {}
+    for proxy_fractions in fractions:
+        config.proxy_fractions = list(proxy_fractions)
+        name = "embedded default, proxies at " + " and ".join(f"{f:.0%}" for f in proxy_fractions)
+        cells[name] = {"proxy_fractions": list(proxy_fractions), **cell(lambda: select_by_proxies(
+            initial_model, train, validation, config, data_collator=collator, processing_class=tokenizer))}
+        print(name, cells[name]["orders"], flush=True)
+    return cells
 
 
 def main():
@@ -118,10 +130,11 @@ def main():
     torch.set_num_threads(1)  # as the benchmarks' runs: the values depend on the arithmetic's order
     proxy_selection.source_values = both_values
     if options.task == "recipe":
-        cells = recipe_cell()
+        cells = recipe_cells()
     else:
         cells = benchmark_cells(options.task, options.seeds or (5 if options.task == "scarce" else 3))
-    results = {"task": options.task, "variant": VARIANTS["proxy"], "cells": cells,
+    variant = {} if options.task == "recipe" else {"variant": VARIANTS["proxy"]}  # the recipe's cells name theirs
+    results = {"task": options.task, **variant, "cells": cells,
                "same_order": sum(c["same_order"] for c in cells.values()), "total": len(cells)}
     print("wrote", write_results(f"source_values_{options.task}", results, options.output))
 
