@@ -4,16 +4,19 @@
 The value was the inner product <g_val, g_j> of the validation gradient with the mean gradient of fresh examples of
 source j; it is now their cosine, because the inner product grows with the size of g_j, and garbage (wrong labels,
 random answers) has high loss and large gradients. This script trains the union's largest proxy of each benchmark
-cell exactly as the `proxy` variant does (same data, seed, fractions and budget) and reports both values and the
-order each gives:
+cell exactly as a proxy variant (`proxy` unless `--variant` names another) does (same data, seed, fractions and
+budget) and reports both values and the order each gives:
 
     python benchmarks/source_values.py --task scarce    # noisy_sources' scarce-clean design, seeds 0-4 (~5 min)
     python benchmarks/source_values.py --task instruct  # instruct_mix's full budgets, seeds 0-2 (~15 min)
+    python benchmarks/source_values.py --task instruct --variant proxy_25_50 --output \
+        benchmarks/results/source_values_instruct_25_50.json   # the same with proxies at 25% and 50% (~30 min)
     python benchmarks/source_values.py --task recipe    # recipes/alpaca_mix.py's embedded default (~2 min)
 
-The recipe task runs twice: with the recipe's default proxies (25% and 50%) and with the library's (10% and 25%).
+The recipe task runs twice: with the recipe's default proxies (25% and 50%) and with the library's for its three
+sources (10% and 25%).
 
-Where the two orders agree, the `proxy` variant's nested candidates, and so its pick, are the same under either value
+Where the two orders agree, the variant's nested candidates, and so its pick, are the same under either value
 (the runs are deterministic); the cells where they differ are the ones to rerun.
 """
 
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import math
 import os
 import sys
@@ -31,7 +33,7 @@ from common import REPO_ROOT, VARIANTS, quiet, write_results
 
 import cads_hf.proxy_selection as proxy_selection
 from cads_hf import CADSConfig, select_by_proxies
-from cads_hf.proxy_selection import cosine, inner_product, source_gradients
+from cads_hf.proxy_selection import cosine, default_proxy_fractions, inner_product, source_gradients
 
 
 class UnionProxyReached(Exception):
@@ -58,14 +60,14 @@ def cell(select) -> dict:
     return {"values": values, "orders": orders, "same_order": orders["inner_product"] == orders["cosine"]}
 
 
-def benchmark_config(task, budget: int, output_dir: str) -> CADSConfig:
-    """The `proxy` variant's configuration, as benchmarks/common.cads_run builds it."""
-    settings = {k: v for k, v in VARIANTS["proxy"].items() if k != "selection"}
+def benchmark_config(task, budget: int, output_dir: str, variant: str) -> CADSConfig:
+    """A proxy variant's configuration, as benchmarks/common.cads_run builds it."""
+    settings = {k: v for k, v in VARIANTS[variant].items() if k != "selection"}
     return CADSConfig(**{**task.args(output_dir, max_steps=10), "compute_budget": budget,
                          "selection_eval_batch_size": task.batch_size, **settings})
 
 
-def benchmark_cells(task_name: str, seeds: int) -> dict:
+def benchmark_cells(task_name: str, seeds: int, variant: str) -> dict:
     if task_name == "scarce":
         import noisy_sources as module
 
@@ -80,7 +82,7 @@ def benchmark_cells(task_name: str, seeds: int) -> dict:
     for seed in range(seeds):
         task = make_task(seed)
         for budget in budgets:
-            config = benchmark_config(task, budget, f"/tmp/cads_bench/source_values/{task_name}")
+            config = benchmark_config(task, budget, f"/tmp/cads_bench/source_values/{task_name}", variant)
             cells[f"seed {seed}, budget {budget}"] = cell(lambda: select_by_proxies(
                 task.model, task.sources, task.validation, config, task.validation_error, data_collator=task.collator))
             print(f"seed {seed}, budget {budget}:", cells[f"seed {seed}, budget {budget}"]["orders"], flush=True)
@@ -97,10 +99,9 @@ def recipe_cells() -> dict:
     from cads_hf.text import InstructionCollator
 
     recipe, config = alpaca_mix.parse_arguments(["--output_dir", "/tmp/cads_bench/source_values/recipe"])
-    library = next(f for f in dataclasses.fields(CADSConfig) if f.name == "proxy_fractions").default_factory()
-    fractions = [config.proxy_fractions, library]
     set_seed(config.seed)
     tokenizer, model, splits, validation = alpaca_mix.setup(recipe)
+    fractions = [config.proxy_fractions, default_proxy_fractions(len(splits))]
     train = {name: split["train"] for name, split in splits.items()}
     config.compute_budget = 2 * sum(len(dataset) for dataset in train.values())
     initial = copy.deepcopy(model.state_dict())
@@ -125,6 +126,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=["scarce", "instruct", "recipe"], default="scarce")
     parser.add_argument("--seeds", type=int, default=None, help="Seeds 0..n-1 (default: scarce 5, instruct 3).")
+    parser.add_argument("--variant", default="proxy", choices=[name for name, settings in VARIANTS.items()
+                                                       if settings.get("selection") == "proxies"
+                                                       and "candidates" not in settings],
+                        help="The proxy variant whose union proxy is trained (scarce and instruct).")
     parser.add_argument("--output", default=None)
     options = parser.parse_args()
     torch.set_num_threads(1)  # as the benchmarks' runs: the values depend on the arithmetic's order
@@ -132,8 +137,8 @@ def main():
     if options.task == "recipe":
         cells = recipe_cells()
     else:
-        cells = benchmark_cells(options.task, options.seeds or (5 if options.task == "scarce" else 3))
-    variant = {} if options.task == "recipe" else {"variant": VARIANTS["proxy"]}  # the recipe's cells name theirs
+        cells = benchmark_cells(options.task, options.seeds or (5 if options.task == "scarce" else 3), options.variant)
+    variant = {} if options.task == "recipe" else {"variant": VARIANTS[options.variant]}  # the recipe's cells name theirs
     results = {"task": options.task, **variant, "cells": cells,
                "same_order": sum(c["same_order"] for c in cells.values()), "total": len(cells)}
     print("wrote", write_results(f"source_values_{options.task}", results, options.output))

@@ -101,12 +101,14 @@ class CADSConfig(TrainingArguments):
             raw loss often does not; but as the search's per-step signal it selected worse at 1 and 16 epochs and
             better only at 4 (README, "Which reward"), so it is not the default. A custom `per_example_loss` must
             read `outputs["logits"]`.
-        proxy_fractions (`list[float]`, defaults to `[0.1, 0.25]`):
+        proxy_fractions (`list[float]`, *optional*):
             Only for `select_by_proxies`: the fractions of every source on which each candidate is trained, for the
             same fraction of the budget. Two or more let each candidate's validation error be extrapolated to full
             size (a power law in the fraction); in the scarce-clean benchmark one fraction alone kept noisy sources at
-            16 epochs, because cutting the small clean source weakens it (README, "Which reward"). On text with two
-            sources, `[0.25, 0.5]` picked better at twice the cost (the text recipe's default).
+            16 epochs, because cutting the small clean source weakens it (README, "Which reward"). Unset, the larger
+            of `[0.25, 0.5]` and `[0.1, 0.25]` whose proxies train on at most 1.75 final runs' samples over all
+            candidates: `[0.25, 0.5]` for one or two candidates (on text with two sources it met the 1% goal where
+            `[0.1, 0.25]` missed it by up to 2.9%), else `[0.1, 0.25]` (1.75 for the five image sources).
         proxy_keep_steps (`bool`, defaults to `True`):
             Only for `select_by_proxies`: cut the batch by the same fraction, so that a proxy takes as many optimizer
             steps as the full run (memorization needs steps as well as epochs). The learning rate is not cut: a batch
@@ -182,9 +184,10 @@ class CADSConfig(TrainingArguments):
         default="none",
         metadata={"help": "Validation loss of the search: 'none' (the model's loss) or 'temperature' (temperature-scaled, for accuracy)."},
     )
-    proxy_fractions: list[float] = field(
-        default_factory=lambda: [0.1, 0.25],
-        metadata={"help": "select_by_proxies: fractions of every source (and of the budget) the proxy runs train on."},
+    proxy_fractions: list[float] | None = field(
+        default=None,
+        metadata={"help": "select_by_proxies: fractions of every source (and of the budget) the proxy runs train on "
+                          "(unset: [0.25, 0.5] for up to two candidates, else [0.1, 0.25])."},
     )
     proxy_keep_steps: bool = field(
         default=True, metadata={"help": "select_by_proxies: cut the batch with the data, keeping the full run's steps."}
@@ -249,8 +252,9 @@ class CADSConfig(TrainingArguments):
         )
         check(self.surrogate_kind in SURROGATE_KINDS, "surrogate_kind", f"one of {SURROGATE_KINDS}")
         check(
-            len(self.proxy_fractions) >= 1 and len(set(self.proxy_fractions)) == len(self.proxy_fractions)
-            and all(0 < f < 1 for f in self.proxy_fractions),
+            self.proxy_fractions is None or (
+                len(self.proxy_fractions) >= 1 and len(set(self.proxy_fractions)) == len(self.proxy_fractions)
+                and all(0 < f < 1 for f in self.proxy_fractions)),
             "proxy_fractions",
             "one or more distinct fractions in (0, 1)",
         )

@@ -50,6 +50,22 @@ def extrapolate_to_full_size(errors: Mapping[float, float]) -> float:
     return float(np.exp(intercept))
 
 
+# Proxy fractions when none are given, largest first: the first whose proxies cost at most MAX_PROXY_SAMPLES final
+# runs' samples over all candidates. Measured: [0.25, 0.5] met the text goal with two sources where [0.1, 0.25] did
+# not; with five image sources [0.25, 0.5] would cost 3.75 final runs' samples (README, "Which reward").
+DEFAULT_PROXY_FRACTIONS = ([0.25, 0.5], [0.1, 0.25])
+MAX_PROXY_SAMPLES = 1.75
+
+
+def default_proxy_fractions(n_candidates: int) -> list[float]:
+    """The largest of DEFAULT_PROXY_FRACTIONS whose proxies for `n_candidates` cost at most MAX_PROXY_SAMPLES final
+    runs' samples, or the smallest."""
+    for fractions in DEFAULT_PROXY_FRACTIONS:
+        if n_candidates * sum(fractions) <= MAX_PROXY_SAMPLES:
+            return list(fractions)
+    return list(DEFAULT_PROXY_FRACTIONS[-1])
+
+
 def nested_candidates(values: Mapping[str, float]) -> list[dict[str, float]]:
     """The unions of the k most valuable sources, k = 1..J (highest value first), as {source: 1.0} of those kept."""
     order = sorted(values, key=values.get, reverse=True)
@@ -133,7 +149,8 @@ def select_by_proxies(
         sources: source name -> dataset.
         eval_dataset: the validation set (not cut).
         args: the budget (`compute_budget`, `budget_unit`), the batch size, the seed and the proxies
-            (`proxy_fractions`, `proxy_keep_steps`, `proxy_value_examples`).
+            (`proxy_fractions`, by default `default_proxy_fractions` of the number of candidates; `proxy_keep_steps`,
+            `proxy_value_examples`).
         validation_error: `(model) -> float`, positive, lower is better; defaults to the validation loss. For a
             classifier scored on accuracy pass one minus the accuracy.
         candidates: the mixtures to compare, each {source name: ratio in [0, 1]} (a source left out gets 0); by
@@ -151,10 +168,11 @@ def select_by_proxies(
     names = source_set.names
     if candidates is not None:
         candidates = checked_candidates(candidates, names)
+    fractions = args.proxy_fractions or default_proxy_fractions(len(names) if candidates is None else len(candidates))
     budget = ComputeBudget(args.compute_budget, args.budget_unit)
     mean_tokens = float(example_lengths(source_set).mean()) if budget.unit == "tokens" else None
     proxies = []  # (fraction, cut sources, budget, per-device batch size)
-    for fraction in args.proxy_fractions:
+    for fraction in fractions:
         batch = args.per_device_train_batch_size
         if args.proxy_keep_steps:
             batch = max(1, round(fraction * batch))
@@ -180,7 +198,7 @@ def select_by_proxies(
         collate = trainer._get_collator_with_removed_columns(trainer.data_collator, "validation")
         return dataset_loss(trainer.model, eval_dataset, collate, args.per_device_eval_batch_size, args.device)[0]
 
-    largest = max(args.proxy_fractions)
+    largest = max(fractions)
 
     def proxy_runs(kept: dict[str, float]):
         """The candidate's validation error extrapolated to full size, and the Trainer of its largest proxy."""
@@ -226,13 +244,13 @@ def select_by_proxies(
         seed=args.seed,
         reward="proxy",
         config={
-            "proxy_fractions": list(args.proxy_fractions),
+            "proxy_fractions": list(fractions),
             "proxy_keep_steps": args.proxy_keep_steps,
             "candidates": {candidate_name(c): e for c, e in zip(candidates, predicted)},
             **({} if values is None else {"source_values": values}),
         },
         metrics={
             "predicted_validation_error": error,
-            "proxy_samples_over_final": len(candidates) * float(sum(args.proxy_fractions)),
+            "proxy_samples_over_final": len(candidates) * float(sum(fractions)),
         },
     )

@@ -12,13 +12,14 @@ from toy import ToyClassifier, toy_sources
 
 import cads_hf.proxy_selection as proxy_selection
 from cads_hf import CADSConfig, select_by_proxies
-from cads_hf.proxy_selection import candidate_name, extrapolate_to_full_size, nested_candidates
+from cads_hf.proxy_selection import candidate_name, default_proxy_fractions, extrapolate_to_full_size, nested_candidates
 
 
 def config(tmp_path, **overrides) -> CADSConfig:
     values = dict(
         output_dir=str(tmp_path), per_device_train_batch_size=32, learning_rate=1e-2, lr_scheduler_type="constant",
         report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no", compute_budget=9000, seed=0,
+        proxy_fractions=[0.1, 0.25],
     )
     return CADSConfig(**{**values, **overrides})
 
@@ -105,6 +106,28 @@ def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_pat
     nan_for_b = {**errors, ((0.0, 1.0), 0.25): float("nan")}
     with pytest.raises(ValueError, match="Candidate B: Proxy at fraction 0.25 has error nan"):
         select_by_proxies(lambda: None, sources, None, config(tmp_path), validation_error=nan_for_b.get)
+
+
+def test_unset_fractions_are_the_largest_that_cost_at_most_1_75_final_runs(tmp_path, monkeypatch):
+    assert default_proxy_fractions(1) == default_proxy_fractions(2) == [0.25, 0.5]  # 2 x 0.75 = 1.5
+    assert default_proxy_fractions(3) == default_proxy_fractions(5) == [0.1, 0.25]  # 3 x 0.75 = 2.25; 5 x 0.35
+    assert default_proxy_fractions(9) == [0.1, 0.25]  # none fits: the smallest
+    budgets = []
+
+    def fake_train_on_mixture(model, cut, ratios, budget, args, args_overrides, **kwargs):
+        budgets.append(budget.amount / 9000)
+        return SimpleNamespace(model=None)
+
+    monkeypatch.setattr(proxy_selection, "train_on_mixture", fake_train_on_mixture)
+    monkeypatch.setattr(proxy_selection, "source_values", lambda *args, **kwargs: {"A": 1.0, "B": 0.0})
+    sources = {"A": list(range(400)), "B": list(range(400))}
+    unset = config(tmp_path, proxy_fractions=None)
+    mixture = select_by_proxies(lambda: None, sources, None, unset, validation_error=lambda m: 1.0)
+    assert sorted(set(budgets)) == [0.25, 0.5] and mixture.config["proxy_fractions"] == [0.25, 0.5]
+    assert mixture.metrics["proxy_samples_over_final"] == 1.5
+    grid = [{"A": 1.0}, {"B": 1.0}, {"A": 1.0, "B": 0.5}]  # three named candidates
+    mixture = select_by_proxies(lambda: None, sources, None, unset, validation_error=lambda m: 1.0, candidates=grid)
+    assert mixture.config["proxy_fractions"] == [0.1, 0.25]
 
 
 def test_token_budgets_are_checked_and_cut_in_tokens(tmp_path, monkeypatch):
