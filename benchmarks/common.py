@@ -169,7 +169,7 @@ def summarize(fixed, cads, budgets, seeds, names, grid_keys, single_keys, union,
             row[f"cads_{variant}"] = {
                 **mean_std([r["test"] for r in results]),
                 "ratios": {n: mean_std([r["ratios"][n] for r in results]) for n in names},
-                "selection_cost_over_final": float(np.mean([r["search_s"] / r["final_s"] for r in results])),
+                "selection_cost_over_final": float(np.median([r["search_s"] / r["final_s"] for r in results])),
             }
         rows.append(row)
     return rows

@@ -409,7 +409,7 @@ def section() -> str:
             "",
             *verdict_lines(five, "cads_" + DEFAULT, 100, "%", lower_is_better=False),
             "",
-            "Selection cost (surrogate + search, wall time over the final run's; mean over seeds, two runs at a time "
+            "Selection cost (surrogate + search, wall time over the final run's; median over seeds, two runs at a time "
             "on 2 cores):",
             "",
             *cost_table(five),
@@ -462,7 +462,7 @@ def section() -> str:
             "and 1.5 final runs' samples for five candidates) instead of the default 10% and 25% (`proxy`, 1.75), "
             f"seeds {smaller['seeds']} "
             f"({rerun_command('noisy_sources', '--rewards', smaller, 'noisy_sources_scarce_proxy_small')}); selection "
-            "cost is the proxies' wall time over the final run's (mean over seeds, two runs at a time on 2 cores):",
+            "cost is the proxies' wall time over the final run's (median over seeds, two runs at a time on 2 cores):",
             "",
             *mixture_table(smaller, 100, 1, "samples"),
             "",
@@ -600,7 +600,7 @@ def section() -> str:
                 "Larger proxies on text: `proxy_25_50` cuts every source to 25% and 50% (1.5 final runs' samples for "
                 f"two candidates) instead of 10% and 25% (`proxy`, 0.7), seeds {text_sizes['seeds']} "
                 f"({rerun_command('instruct_mix', '--variants', text_sizes, stem, budgets=True)}); selection cost is "
-                "the proxies' wall time over the final run's (mean over seeds, two runs at a time on 2 cores):",
+                "the proxies' wall time over the final run's (median over seeds, two runs at a time on 2 cores):",
                 "",
                 *mixture_table(text_sizes, 1, 2, "samples"),
                 "",
