@@ -593,22 +593,22 @@ def section() -> str:
             *proxy_verdicts(text_proxies_seeds, 1, "perplexity", lower_is_better=True),
             "",
         ]
-    for stem in ("instruct_mix_full_proxy_sizes", "instruct_mix_full_proxy_sizes_5k_10k"):
-        text_sizes = load(stem)
-        if text_sizes:
-            parts += [
-                "Larger proxies on text: `proxy_25_50` cuts every source to 25% and 50% (1.5 final runs' samples for "
-                f"two candidates) instead of 10% and 25% (`proxy`, 0.7), seeds {text_sizes['seeds']} "
-                f"({rerun_command('instruct_mix', '--variants', text_sizes, stem, budgets=True)}); selection cost is "
-                "the proxies' wall time over the final run's (median over seeds, two runs at a time on 2 cores):",
-                "",
-                *mixture_table(text_sizes, 1, 2, "samples"),
-                "",
-                *cost_table(text_sizes),
-                "",
-                *proxy_verdicts(text_sizes, 1, "perplexity", lower_is_better=True),
-                "",
-            ]
+    stem = "instruct_mix_full_proxy_sizes"
+    text_sizes = load(stem)
+    if text_sizes:
+        parts += [
+            "Larger proxies on text: `proxy_25_50` cuts every source to 25% and 50% (1.5 final runs' samples for "
+            f"two candidates) instead of 10% and 25% (`proxy`, 0.7), seeds {text_sizes['seeds']} "
+            f"({rerun_command('instruct_mix', '--variants', text_sizes, stem, budgets=True)}); selection cost is "
+            "the proxies' wall time over the final run's (median over seeds, two runs at a time on 2 cores):",
+            "",
+            *mixture_table(text_sizes, 1, 2, "samples"),
+            "",
+            *cost_table(text_sizes),
+            "",
+            *proxy_verdicts(text_sizes, 1, "perplexity", lower_is_better=True),
+            "",
+        ]
     text_grid = load("proxy_mixtures_instruct")
     if text_grid:
         parts += [

@@ -107,8 +107,9 @@ class CADSConfig(TrainingArguments):
             size (a power law in the fraction); in the scarce-clean benchmark one fraction alone kept noisy sources at
             16 epochs, because cutting the small clean source weakens it (README, "Which reward"). Unset, the larger
             of `[0.25, 0.5]` and `[0.1, 0.25]` whose proxies train on at most 1.75 final runs' samples over all
-            candidates: `[0.25, 0.5]` for one or two candidates (on text with two sources it met the 1% goal where
-            `[0.1, 0.25]` missed it by up to 2.9%), else `[0.1, 0.25]` (1.75 for the five image sources).
+            candidates: `[0.25, 0.5]` for one or two candidates (on text with two sources it came within 1% of the best
+            fixed mixture at 3 of 4 budgets, worst 1.8%, where `[0.1, 0.25]` did at 2, worst 2.9%), else
+            `[0.1, 0.25]` (1.75 for the five image sources).
         proxy_keep_steps (`bool`, defaults to `True`):
             Only for `select_by_proxies`: cut the batch by the same fraction, so that a proxy takes as many optimizer
             steps as the full run (memorization needs steps as well as epochs). The learning rate is not cut: a batch
