@@ -17,8 +17,8 @@ The recipe task runs twice: with the recipe's default proxies (25% and 50%) and 
 sources (10% and 25%).
 
 Where the two orders agree, the variant's nested candidates, and so its pick, are the same under either value
-(the runs are deterministic on one machine; at 16 epochs on images, mixtures with noisy sources are not reproduced
-across CPUs); the cells where they differ are the ones to rerun.
+(the runs are deterministic on one machine; at 16 epochs on images, proxies of mixtures with noisy sources were not
+reproduced on another machine); the cells where they differ are the ones to rerun.
 """
 
 from __future__ import annotations
