@@ -8,6 +8,8 @@ import os
 import evaluate
 import torch
 
+from .sources import read_rows
+
 METRICS_DIR = os.path.join(os.path.dirname(__file__), "metrics")
 
 
@@ -30,7 +32,7 @@ def classification_accuracy(model, dataset, collate, batch_size: int = 256, devi
     model.eval()
     try:
         for start in range(0, len(dataset), batch_size):
-            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            batch = collate(read_rows(dataset, range(start, min(start + batch_size, len(dataset)))))
             labels = batch.pop("labels")
             inputs = {k: v.to(device) for k, v in batch.items() if k in accepted}
             logits = model(**inputs)["logits"]

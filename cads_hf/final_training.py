@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 
 from .budget import ComputeBudget
-from .sources import SourceMixtureSampler, SourceSet
+from .sources import SourceMixtureSampler, SourceSet, read_rows
 
 
 class SequenceDataset(Dataset):
@@ -34,6 +34,9 @@ class SequenceDataset(Dataset):
 
     def __getitem__(self, index: int):
         return self.dataset[int(self.order[index])]
+
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        return read_rows(self.dataset, self.order[np.asarray(indices, dtype=np.int64)])
 
 
 def plain_training_args(args: TrainingArguments, **overrides) -> TrainingArguments:

@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .sources import read_rows
+
 IGNORE_INDEX = -100
 
 
@@ -97,7 +99,7 @@ def calibrated_logits(
 def _batches(dataset, count: int, collate, batch_size: int, device, drop_columns: tuple[str, ...] = ()):
     """The first `count` rows of `dataset` in collated batches on `device`, as (model inputs, labels)."""
     for start in range(0, count, batch_size):
-        batch = collate([dataset[i] for i in range(start, min(start + batch_size, count))])
+        batch = collate(read_rows(dataset, range(start, min(start + batch_size, count))))
         batch = {k: v.to(device) for k, v in batch.items() if k not in drop_columns}
         yield batch, batch.pop("labels")
 

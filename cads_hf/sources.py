@@ -14,6 +14,15 @@ from torch.utils.data import Dataset, Sampler
 SOURCE_ID = "source_id"
 
 
+def read_rows(dataset, indices: Sequence[int]) -> list:
+    """Rows `indices` of `dataset`, in one batched read where it has `__getitems__` (as `datasets.Dataset` and the
+    DataLoader protocol define it), else row by row. A `datasets.Dataset` row read costs ~0.7 ms (its Arrow
+    formatting runs per call), about as much as a small CNN's step on the image; one batched read costs about one."""
+    indices = [int(i) for i in indices]
+    getitems = getattr(dataset, "__getitems__", None)
+    return getitems(indices) if getitems is not None else [dataset[i] for i in indices]
+
+
 class SourceSet(Dataset):
     """Several named sources seen as one indexable dataset; each row is tagged with its `source_id`.
 
@@ -64,6 +73,16 @@ class SourceSet(Dataset):
     def __getitem__(self, index: int) -> dict:
         source, local = self.locate(int(index))
         return {**self.sources[source][local], SOURCE_ID: source}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """Rows `indices` (the DataLoader's batched read): one `read_rows` per source, in the order asked."""
+        located = [self.locate(int(index)) for index in indices]
+        rows = [None] * len(located)
+        for source in sorted({source for source, _ in located}):
+            positions = [p for p, (s, _) in enumerate(located) if s == source]
+            for position, row in zip(positions, read_rows(self.sources[source], [located[p][1] for p in positions])):
+                rows[position] = {**row, SOURCE_ID: source}
+        return rows
 
     def source_ids(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.sizes)), self.sizes)

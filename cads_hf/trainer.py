@@ -82,6 +82,9 @@ class _TaggedSourceSet(SourceSet):
     def __getitem__(self, index: int) -> dict:
         return {**super().__getitem__(index), EXAMPLE_ID: int(index)}
 
+    def __getitems__(self, indices) -> list[dict]:
+        return [{**row, EXAMPLE_ID: int(index)} for row, index in zip(super().__getitems__(indices), indices)]
+
 
 @dataclass
 class _UnitTotals:

@@ -136,3 +136,42 @@ def test_selection_aware_batches_split_each_source_into_selected_and_left_out_ex
     sampler.set_epoch(1)
     list(sampler)
     assert asked[10:] == list(range(10, 20))  # batch indices run on across epochs
+
+
+def test_batched_reads_return_the_rows_of_single_reads_in_the_order_asked():
+    from cads_hf.final_training import SequenceDataset
+    from cads_hf.trainer import _TaggedSourceSet
+
+    def doubled(batch):  # a batch transform, as the vision sources attach one
+        return {**batch, "x": [2 * x for x in batch["x"]]}
+
+    a = Dataset.from_dict({"x": [1, 2, 3], "labels": [0, 1, 0]}).with_transform(doubled)
+    b = [{"x": 40, "labels": 1}, {"x": 50, "labels": 0}]  # a plain sequence has no __getitems__: read row by row
+    indices = [4, 0, 3, 2, 0]
+    for dataset in (SourceSet({"a": a, "b": b}), _TaggedSourceSet({"a": a, "b": b})):
+        rows = dataset.__getitems__(indices)
+        assert rows == [dataset[i] for i in indices]
+        assert [row["x"] for row in rows] == [50, 2, 40, 6, 2]
+    view = SequenceDataset(SourceSet({"a": a, "b": b}), [3, 1, 4])
+    assert view.__getitems__([2, 0, 1]) == [view[2], view[0], view[1]]
+
+
+def test_trainer_reads_each_batch_in_one_call_per_source(tmp_path):
+    from transformers import TrainingArguments
+
+    from cads_hf.final_training import train_for_budget
+
+    from toy import ToyClassifier, toy_sources
+
+    sources, _ = toy_sources(sizes=(40, 40), noise=(0.0, 0.5))
+    calls = []
+
+    class Counted(Dataset):
+        def __getitems__(self, keys):
+            calls.append(len(keys))
+            return super().__getitems__(keys)
+
+    counted = {name: Counted(source.data) for name, source in sources.items()}
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to="none", use_cpu=True)
+    train_for_budget(ToyClassifier(), SourceSet(counted), list(range(0, 80, 2)), args)
+    assert sum(calls) == 40 and len(calls) <= 2 * 5  # 5 batches of 8, each at most one read per source
