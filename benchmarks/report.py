@@ -473,6 +473,25 @@ def section() -> str:
             *ratio_table(smaller),
             "",
         ]
+    noise = load("proxy_noise")
+    if noise:
+        rules = {"end": "end point (the selection's)", "tail_mean": "tail mean", "tail_fit": "line fitted to the tail"}
+        parts += [
+            f"How much of a {noise['epochs']:g}-epoch proxy's error is chance (`python benchmarks/proxy_noise.py`): "
+            f"the `proxy` selection rerun on another machine than the `proxy` rows above, seeds "
+            f"{[s['seed'] for s in noise['seeds']]}, each proxy "
+            f"also scored at {noise['tail_points']} evenly spaced steps over the last quarter of its run. The pick of "
+            "each way of reading a proxy's error, scored with the fixed-mixture run of that mixture (test accuracy, %):",
+            "",
+            "| seed | " + " | ".join(rules.values()) + " | oracle |",
+            "|---|" + "---|" * (len(rules) + 1),
+            *(f"| {s['seed']} | " + " | ".join(
+                f"{s[rule + '_pick']['candidate']}: {100 * s[rule + '_pick']['test']:.1f}" for rule in rules)
+              + f" | {100 * s['oracle_test']:.1f} |" for s in noise["seeds"]),
+            "| mean | " + " | ".join(f"{100 * noise['mean_test'][rule + '_pick']:.1f}" for rule in rules)
+            + f" | {100 * noise['mean_test']['oracle']:.1f} |",
+            "",
+        ]
     orders = {task: load(f"source_values_{task}") for task in ("scarce", "instruct", "recipe")}
     if any(orders.values()):
         parts += [
