@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 import json
 import os
 import statistics
@@ -63,6 +64,9 @@ VARIANTS["proxy_10_20"] = {**VARIANTS["proxy"], "proxy_fractions": [0.1, 0.2]}
 VARIANTS["proxy_25_50"] = {**VARIANTS["proxy"], "proxy_fractions": [0.25, 0.5]}
 # The same proxies ranking the benchmark's own grid of fixed mixtures (`candidates=`), fractional ones included.
 VARIANTS["proxy_grid"] = {**VARIANTS["proxy"], "candidates": "grid"}
+# Every subset of the sources as a candidate (3 for two sources: 2.25 final runs' samples at 25%/50%), so that the
+# value's order cannot leave the second source alone untried.
+VARIANTS["proxy_25_50_subsets"] = {**VARIANTS["proxy_25_50"], "candidates": "subsets"}
 DEFAULT_VARIANT = "horizon_k64_tail"  # the variant that matches CADSConfig's defaults
 
 
@@ -263,7 +267,8 @@ def fixed_mixture_run(task: Task, ratios, budgets, output_dir) -> dict:
 
 def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output_dir, grid=None) -> dict:
     """CADS-S search for one budget (or `select_by_proxies` for a variant with selection="proxies", among the
-    benchmark's `grid` of fixed mixtures for one with candidates="grid"), then a fresh model on the learned mixture
+    benchmark's `grid` of fixed mixtures for one with candidates="grid", every subset of the sources for one with
+    candidates="subsets"), then a fresh model on the learned mixture
     for exactly that budget."""
     settings = {k: v for k, v in overrides.items() if k not in ("selection", "candidates")}
     search_steps = max(10, math.ceil(budget * search_fraction / task.batch_size))
@@ -277,7 +282,14 @@ def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output
     watch = Stopwatch()
     proxies = {}
     if overrides.get("selection") == "proxies":
-        candidates = [dict(zip(task.sources, ratios)) for ratios in grid] if overrides.get("candidates") == "grid" else None
+        named = overrides.get("candidates")
+        if named == "grid":
+            candidates = [dict(zip(task.sources, ratios)) for ratios in grid]
+        elif named == "subsets":
+            candidates = [dict.fromkeys(kept, 1.0) for k in range(1, len(task.sources) + 1)
+                          for kept in itertools.combinations(task.sources, k)]
+        else:
+            candidates = None
         mixture = select_by_proxies(task.model, task.sources, task.validation, config, task.validation_error,
                                     candidates, data_collator=task.collator)
         surrogate_cost, trajectory = 0.0, []
