@@ -628,15 +628,18 @@ def section() -> str:
             *proxy_verdicts(text_sizes, 1, "perplexity", lower_is_better=True),
             "",
         ]
-    stem = "instruct_mix_2000_subsets"
-    subsets = load(stem)
-    if subsets:
+    for stem, workers in (("instruct_mix_2000_subsets", 1), ("instruct_mix_5000_subsets", 2)):
+        subsets = load(stem)
+        if not subsets:
+            continue
+        budget = subsets["rows"][0]["budget"]
         parts += [
             "Every subset as a candidate: `proxy_25_50_subsets` names the three subsets of the two sources (GPT-4, "
             "Alpaca, both) as `candidates`, at 25% and 50% (2.25 final runs' samples), so that the value's order cannot "
-            f"leave GPT-4 alone untried; seeds {subsets['seeds']}, at 2,000 samples only "
-            f"({rerun_command('instruct_mix', '--variants', subsets, stem, budgets=True)[:-1]} --workers 1`); "
-            "selection cost is the proxies' wall time over the final run's (median over seeds, one run at a time):",
+            f"leave GPT-4 alone untried; seeds {subsets['seeds']}, at {budget:,} samples "
+            f"({rerun_command('instruct_mix', '--variants', subsets, stem, budgets=True)[:-1]} --workers {workers}`); "
+            "selection cost is the proxies' wall time over the final run's (median over seeds, "
+            f"{'one run' if workers == 1 else 'two runs'} at a time):",
             "",
             *mixture_table(subsets, 1, 2, "samples"),
             "",
