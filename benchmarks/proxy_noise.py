@@ -7,8 +7,9 @@ variant does, one budget, each seed, with a callback that also scores every prox
 `--tail_points` evenly spaced steps over the last `--tail` of its steps (the last one at its end; evaluation draws no
 random numbers, so the selection is unchanged). Per candidate: the error extrapolated from the proxies' end points
 (what the selection uses), from their tail means, and from a straight line fitted to each tail, read at its end.
-The tail errors are kept in the JSON; `--summarize` recomputes the rest from them. Per seed: the candidate each picks, and its test accuracy read
-from noisy_sources_scarce's fixed-mixture runs (its run cache), where the benchmark's grid holds that mixture.
+Per seed: the candidate each picks, and its test accuracy read from noisy_sources_scarce's fixed-mixture runs (its
+run cache), where the benchmark's grid holds that mixture. The tail errors are kept in the JSON; `--summarize`
+recomputes the rest from them.
 
     python benchmarks/proxy_noise.py                 # 16 epochs, seeds 0-4 (~25 min)
     python benchmarks/proxy_noise.py --epochs 4
@@ -22,7 +23,6 @@ import os
 import statistics
 
 import numpy as np
-
 import torch
 from common import RESULTS_DIR, VARIANTS, Stopwatch, read_cache, write_results
 from noisy_sources import DESIGNS, make_task
@@ -30,6 +30,7 @@ from transformers import TrainerCallback
 
 from cads_hf import CADSConfig, select_by_proxies
 from cads_hf.proxy_selection import extrapolate_to_full_size
+from cads_hf.vision import noise_source_name
 
 
 class TailErrors(TrainerCallback):
@@ -71,7 +72,7 @@ def summarize(results: dict) -> dict:
         for job, result in read_cache(os.path.join(RESULTS_DIR, "noisy_sources_scarce.runs.jsonl")).items()
         if job[0] == "fixed"
     }
-    names = [f"noise_{round(100 * p)}" for p in design["noise"]]
+    names = [noise_source_name(p) for p in design["noise"]]
     grid = [str([float(x) for x in r]) for r in design["grid"]]
     for seed in results["seeds"]:
         for candidate in seed["candidates"].values():

@@ -85,12 +85,13 @@ def proxy_verdicts(results: dict, scale: float, unit: str, lower_is_better: bool
     return lines
 
 
-def rerun_command(script: str, flag: str, results: dict, stem: str, budgets: bool = False) -> str:
+def rerun_command(script: str, flag: str, results: dict, stem: str, budgets: bool = False, workers: int | None = None) -> str:
     """The command (as code) that writes benchmarks/results/<stem>.json: `script` with the results' variants (under
-    `flag`, --rewards or --variants), seeds and, with `budgets`, its budgets."""
+    `flag`, --rewards or --variants), seeds and, with `budgets`, its budgets; `workers` where not the default."""
     chosen = f" --budgets {' '.join(str(row['budget']) for row in results['rows'])}" if budgets else ""
+    parallel = f" --workers {workers}" if workers is not None else ""
     return (f"`benchmarks/{script}.py {flag} {' '.join(results['variants'])}{chosen} --seeds {len(results['seeds'])} "
-            f"--output benchmarks/results/{stem}.json`")
+            f"--output benchmarks/results/{stem}.json{parallel}`")
 
 
 def cost_table(results: dict) -> list[str]:
@@ -628,26 +629,29 @@ def section() -> str:
             *proxy_verdicts(text_sizes, 1, "perplexity", lower_is_better=True),
             "",
         ]
-    for stem, workers in (("instruct_mix_2000_subsets", 1), ("instruct_mix_5000_subsets", 2)):
-        subsets = load(stem)
-        if not subsets:
-            continue
-        budget = subsets["rows"][0]["budget"]
+    subsets = {stem: load(stem) for stem in ("instruct_mix_2000_subsets", "instruct_mix_5000_subsets")}
+    if any(subsets.values()):
         parts += [
             "Every subset as a candidate: `proxy_25_50_subsets` names the three subsets of the two sources (GPT-4, "
             "Alpaca, both) as `candidates`, at 25% and 50% (2.25 final runs' samples), so that the value's order cannot "
-            f"leave GPT-4 alone untried; seeds {subsets['seeds']}, at {budget:,} samples "
-            f"({rerun_command('instruct_mix', '--variants', subsets, stem, budgets=True)[:-1]} --workers {workers}`); "
-            "selection cost is the proxies' wall time over the final run's (median over seeds, "
-            f"{'one run' if workers == 1 else 'two runs'} at a time):",
-            "",
-            *mixture_table(subsets, 1, 2, "samples"),
-            "",
-            *cost_table(subsets),
-            "",
-            *proxy_verdicts(subsets, 1, "perplexity", lower_is_better=True),
+            "leave GPT-4 alone untried. Selection cost is the proxies' wall time over the final run's (median over "
+            "seeds).",
             "",
         ]
+    for (stem, results), workers in zip(subsets.items(), (1, 2)):
+        if results:
+            parts += [
+                f"At {results['rows'][0]['budget']:,} samples, seeds {results['seeds']}, "
+                f"{'one run' if workers == 1 else 'two runs'} at a time "
+                f"({rerun_command('instruct_mix', '--variants', results, stem, budgets=True, workers=workers)}):",
+                "",
+                *mixture_table(results, 1, 2, "samples"),
+                "",
+                *cost_table(results),
+                "",
+                *proxy_verdicts(results, 1, "perplexity", lower_is_better=True),
+                "",
+            ]
     text_grid = load("proxy_mixtures_instruct")
     if text_grid:
         parts += [
