@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import itertools
 import json
 import os
 import statistics
@@ -56,7 +55,8 @@ VARIANTS = {
                                 **_LOW_VARIANCE, "selection_learning_rate": 2e-2},
 }
 # Not a search: select_by_proxies (scaled-down runs of every candidate, error extrapolated to full size).
-VARIANTS["proxy"] = {"selection": "proxies", "proxy_fractions": [0.1, 0.25], "proxy_keep_steps": True}
+VARIANTS["proxy"] = {"selection": "proxies", "proxy_candidates": "nested", "proxy_fractions": [0.1, 0.25],
+                     "proxy_keep_steps": True}
 # Smaller proxies (1.25 and 1.5 instead of 1.75 final runs' samples for five candidates): is the 2x cost goal in reach?
 VARIANTS["proxy_small"] = {**VARIANTS["proxy"], "proxy_fractions": [0.05, 0.2]}
 VARIANTS["proxy_10_20"] = {**VARIANTS["proxy"], "proxy_fractions": [0.1, 0.2]}
@@ -66,7 +66,7 @@ VARIANTS["proxy_25_50"] = {**VARIANTS["proxy"], "proxy_fractions": [0.25, 0.5]}
 VARIANTS["proxy_grid"] = {**VARIANTS["proxy"], "candidates": "grid"}
 # Every subset of the sources as a candidate (3 for two sources: 2.25 final runs' samples at 25%/50%), so that the
 # value's order cannot leave the second source alone untried.
-VARIANTS["proxy_25_50_subsets"] = {**VARIANTS["proxy_25_50"], "candidates": "subsets"}
+VARIANTS["proxy_25_50_subsets"] = {**VARIANTS["proxy_25_50"], "proxy_candidates": "subsets"}
 DEFAULT_VARIANT = "horizon_k64_tail"  # the variant that matches CADSConfig's defaults
 
 
@@ -265,31 +265,30 @@ def fixed_mixture_run(task: Task, ratios, budgets, output_dir) -> dict:
     return {"by_budget": {str(b): {"val": v, "test": t} for b, (v, t) in checkpoints.results.items()}, "wall_s": watch()}
 
 
-def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output_dir, grid=None) -> dict:
-    """CADS-S search for one budget (or `select_by_proxies` for a variant with selection="proxies", among the
-    benchmark's `grid` of fixed mixtures for one with candidates="grid", every subset of the sources for one with
-    candidates="subsets"), then a fresh model on the learned mixture
-    for exactly that budget."""
+def selection_config(task: Task, budget, overrides: dict, search_fraction: float, output_dir) -> CADSConfig:
+    """The CADSConfig of a variant's selection (search or proxies) for one budget."""
     settings = {k: v for k, v in overrides.items() if k not in ("selection", "candidates")}
     search_steps = max(10, math.ceil(budget * search_fraction / task.batch_size))
-    config = CADSConfig(**{
+    return CADSConfig(**{
         **task.args(output_dir, max_steps=search_steps, logging_strategy="steps", logging_steps=max(1, search_steps // 20)),
         "compute_budget": budget,
         "selection_eval_batch_size": task.batch_size,
         "surrogate_fractions": [0.05, 0.2, 0.5, 1.0],
         **settings,  # a variant may set any of the above
     })
+
+
+def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output_dir, grid=None) -> dict:
+    """CADS-S search for one budget (or `select_by_proxies` for a variant with selection="proxies", among the
+    benchmark's `grid` of fixed mixtures for one with candidates="grid"), then a fresh model on the learned mixture
+    for exactly that budget."""
+    config = selection_config(task, budget, overrides, search_fraction, output_dir)
     watch = Stopwatch()
     proxies = {}
     if overrides.get("selection") == "proxies":
-        named = overrides.get("candidates")
-        if named == "grid":
+        candidates = None
+        if overrides.get("candidates") == "grid":
             candidates = [dict(zip(task.sources, ratios)) for ratios in grid]
-        elif named == "subsets":
-            candidates = [dict.fromkeys(kept, 1.0) for k in range(1, len(task.sources) + 1)
-                          for kept in itertools.combinations(task.sources, k)]
-        else:
-            candidates = None
         mixture = select_by_proxies(task.model, task.sources, task.validation, config, task.validation_error,
                                     candidates, data_collator=task.collator)
         surrogate_cost, trajectory = 0.0, []

@@ -63,14 +63,16 @@ def verdict_lines(results: dict, variant: str, scale: float, unit: str, lower_is
         ours, oracle = row[variant]["mean"] * scale, row["oracle"]["mean"] * scale
         floor = min(sign * row["best_source"]["mean"], sign * row["full"]["mean"]) * sign * scale
         best = max(sign * row["best_source"]["mean"], sign * row["full"]["mean"]) * sign * scale
-        gap = sign * (ours - oracle)
+        # Compared as printed (2 decimals): a final run on a mixture and the fixed run of it differ past them.
+        gap = round(sign * (ours - oracle), 2) + 0.0  # + 0.0: no "-0.00"
+        behind = {bar: round(sign * (ours - bar), 2) < 0 for bar in (floor, best)}
         lines.append(
             f"- budget {row['budget']} ({row['epochs']:.2f} epochs): {variant[5:]} {ours:.2f} {unit} against the "
             f"oracle's {oracle:.2f} ({'+' if gap >= 0 else ''}{gap:.2f}"
             + (f", {100 * gap / oracle:+.1f}%" if lower_is_better else "")
             + f"); the worse of best-source and full data is "
-            f"{floor:.2f}, which it {'loses to' if sign * (ours - floor) < 0 else 'matches or beats'}; the better "
-            f"is {best:.2f}, which it {'loses to' if sign * (ours - best) < 0 else 'matches or beats'}; selection "
+            f"{floor:.2f}, which it {'loses to' if behind[floor] else 'matches or beats'}; the better "
+            f"is {best:.2f}, which it {'loses to' if behind[best] else 'matches or beats'}; selection "
             f"cost {row[variant]['selection_cost_over_final']:.1f}x the final run's wall time."
         )
     return lines
@@ -629,16 +631,17 @@ def section() -> str:
             *proxy_verdicts(text_sizes, 1, "perplexity", lower_is_better=True),
             "",
         ]
-    subsets = {stem: load(stem) for stem in ("instruct_mix_2000_subsets", "instruct_mix_5000_subsets")}
+    stems = ("instruct_mix_2000_subsets", "instruct_mix_5000_subsets", "instruct_mix_10000_subsets")
+    subsets = {stem: load(stem) for stem in stems}
     if any(subsets.values()):
         parts += [
-            "Every subset as a candidate: `proxy_25_50_subsets` names the three subsets of the two sources (GPT-4, "
-            "Alpaca, both) as `candidates`, at 25% and 50% (2.25 final runs' samples), so that the value's order cannot "
-            "leave GPT-4 alone untried. Selection cost is the proxies' wall time over the final run's (median over "
-            "seeds).",
+            "Every subset as a candidate, the library's default for two sources: `proxy_25_50_subsets` tries the three "
+            "subsets of the two sources (GPT-4, Alpaca, both) at 25% and 50% (2.25 final runs' samples), so that the "
+            "value's order cannot leave GPT-4 alone untried. Selection cost is the proxies' wall time over the final "
+            "run's (median over seeds).",
             "",
         ]
-    for (stem, results), workers in zip(subsets.items(), (1, 2)):
+    for (stem, results), workers in zip(subsets.items(), (1, 2, 2)):
         if results:
             parts += [
                 f"At {results['rows'][0]['budget']:,} samples, seeds {results['seeds']}, "
@@ -652,6 +655,26 @@ def section() -> str:
                 *proxy_verdicts(results, 1, "perplexity", lower_is_better=True),
                 "",
             ]
+    stem = "instruct_mix_20000_subsets_replay"
+    replay = load(stem)
+    if replay:
+        matched = [*replay["errors_match_where_both_ran"].values(), *replay["replayed_errors_match_where_both_ran"].values()]
+        parts += [
+            f"At {replay['budget']:,} samples, seeds {replay['seeds']}, replayed from the nested `proxy_25_50` runs "
+            f"(`benchmarks/subsets_replay.py --budget {replay['budget']} --seeds {len(replay['seeds'])}`): only the "
+            "candidate the nested runs did not try is trained, and the pick is scored with the cached fixed-mixture "
+            "run. A candidate's extrapolated error does not depend on the other candidates; in the "
+            f"{len(matched)} budget-seed cells where two runs share a candidate it is the same to the last digit "
+            f"({'in all' if all(matched) else 'NOT in all'}). The cost is the nested run's proxies plus the "
+            "added candidate's, over the nested run's final run, from runs made at different times: an estimate.",
+            "",
+            *mixture_table(replay, 1, 2, "samples"),
+            "",
+            *cost_table(replay),
+            "",
+            *proxy_verdicts(replay, 1, "perplexity", lower_is_better=True),
+            "",
+        ]
     text_grid = load("proxy_mixtures_instruct")
     if text_grid:
         parts += [

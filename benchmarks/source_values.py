@@ -129,7 +129,8 @@ def main():
     parser.add_argument("--seeds", type=int, default=None, help="Seeds 0..n-1 (default: scarce 5, instruct 3).")
     parser.add_argument("--variant", default="proxy", choices=[name for name, settings in VARIANTS.items()
                                                        if settings.get("selection") == "proxies"
-                                                       and "candidates" not in settings],
+                                                       and "candidates" not in settings
+                                                       and settings["proxy_candidates"] == "nested"],
                         help="The proxy variant whose union proxy is trained (scarce and instruct).")
     parser.add_argument("--output", default=None)
     options = parser.parse_args()

@@ -14,6 +14,7 @@ NONFINITE_POLICIES = ("skip", "stop")
 AVERAGING = ("last", "mean", "tail")
 ALIGNMENT_PROBES = ("central", "one_sided")
 VALIDATION_CALIBRATIONS = ("none", "temperature")
+PROXY_CANDIDATES = ("auto", "nested", "subsets")
 
 
 @dataclass
@@ -106,10 +107,17 @@ class CADSConfig(TrainingArguments):
             same fraction of the budget. Two or more let each candidate's validation error be extrapolated to full
             size (a power law in the fraction); in the scarce-clean benchmark one fraction alone kept noisy sources at
             16 epochs, because cutting the small clean source weakens it (README, "Which reward"). Unset, the larger
-            of `[0.25, 0.5]` and `[0.1, 0.25]` whose proxies train on at most 1.75 final runs' samples over all
-            candidates: `[0.25, 0.5]` for one or two candidates (on text with two sources it came within 1% of the best
-            fixed mixture at 3 of 4 budgets, worst 1.8%, where `[0.1, 0.25]` did at 2, worst 2.9%), else
+            of `[0.25, 0.5]` and `[0.1, 0.25]` whose proxies train on at most 2.25 final runs' samples over all
+            candidates: `[0.25, 0.5]` for up to three candidates (on text with two sources, every subset, it came
+            within 1% of the best fixed mixture at all 4 budgets for at most 1.9x the final run's wall time), else
             `[0.1, 0.25]` (1.75 for the five image sources).
+        proxy_candidates (`str`, defaults to `"auto"`):
+            Only for `select_by_proxies` when the caller names no `candidates`: which mixtures the proxies compare.
+            `"nested"`: the unions of the k most valuable sources, k = 1..J (J candidates; `proxy_value_examples` sets
+            how value is measured). `"subsets"`: every non-empty subset of the sources (2^J - 1 candidates).
+            `"auto"`: every subset for one or two sources, nested beyond. With two sources the nested candidates try
+            only the more valuable one alone, and the value's order is fragile between similar sources (README,
+            "Which reward"); every subset is one candidate more. With three it would be seven against three.
         proxy_keep_steps (`bool`, defaults to `True`):
             Only for `select_by_proxies`: cut the batch by the same fraction, so that a proxy takes as many optimizer
             steps as the full run (memorization needs steps as well as epochs). The learning rate is not cut: a batch
@@ -117,7 +125,7 @@ class CADSConfig(TrainingArguments):
             (Cutting the rate by the square root of the fraction with the batch did not select better in the
             scarce-clean benchmark: README, "Which reward".)
         proxy_value_examples (`int`, defaults to `512`):
-            Only for `select_by_proxies` with its default candidates: the examples of each source (left out of the
+            Only for `select_by_proxies` with the nested candidates: the examples of each source (left out of the
             union's largest proxy) and of the validation set whose mean gradients give each source's value (their
             cosine), which orders the nested candidates. One gradient pass over them; 256 examples per source put
             the noisy MNIST sources in their noise order at every budget, on the trained union proxy.
@@ -188,7 +196,12 @@ class CADSConfig(TrainingArguments):
     proxy_fractions: list[float] | None = field(
         default=None,
         metadata={"help": "select_by_proxies: fractions of every source (and of the budget) the proxy runs train on "
-                          "(unset: [0.25, 0.5] for up to two candidates, else [0.1, 0.25])."},
+                          "(unset: [0.25, 0.5] for up to three candidates, else [0.1, 0.25])."},
+    )
+    proxy_candidates: str = field(
+        default="auto",
+        metadata={"help": "select_by_proxies: 'nested' (unions of the k most valuable sources), 'subsets' (every "
+                          "subset) or 'auto' (every subset for up to two sources, else nested)."},
     )
     proxy_keep_steps: bool = field(
         default=True, metadata={"help": "select_by_proxies: cut the batch with the data, keeping the full run's steps."}
@@ -259,6 +272,7 @@ class CADSConfig(TrainingArguments):
             "proxy_fractions",
             "one or more distinct fractions in (0, 1)",
         )
+        check(self.proxy_candidates in PROXY_CANDIDATES, "proxy_candidates", f"one of {PROXY_CANDIDATES}")
         check(self.proxy_value_examples >= 1, "proxy_value_examples", ">= 1")
         check(self.alignment_probe in ALIGNMENT_PROBES, "alignment_probe", f"one of {ALIGNMENT_PROBES}")
         check(

@@ -7,19 +7,21 @@ as often and takes as many optimizer steps as the full run. What cutting a sourc
 source cut further trains a much weaker model) is corrected by proxies at two or more fractions: each candidate's
 validation error is extrapolated to full size as a power law in f.
 
-By default the candidates need no prior knowledge of the sources: the unions of the k most valuable sources, k = 1..J
-(J candidates for J sources). A source's value is how well a step on its examples (ones left out of the union's largest
-proxy) would point down the validation loss of that proxy's model: the cosine between the validation gradient and
-the mean gradient of the fresh examples. It orders sources by quality, not size (ordering by each source's error
-when trained alone puts a large mediocre source before a small good one, and costs J more candidates). The cosine,
-not the inner product: garbage (random answers, wrong labels) has high loss and large gradients, and the inner
-product rewards their size. Or the
-caller names the candidate mixtures (a grid of ratios, say, as one would hand to `interleave_datasets`) and the
-proxies rank them. The result is a `Mixture` of the chosen candidate's ratios.
+By default the candidates need no prior knowledge of the sources. With one or two sources they are every subset
+(`proxy_candidates="auto"`); beyond, where every subset would be too many runs, the unions of the k most valuable
+sources, k = 1..J (J candidates for J sources). A source's value is how well a step on its examples (ones left out
+of the union's largest proxy) would point down the validation loss of that proxy's model: the cosine between the
+validation gradient and the mean gradient of the fresh examples. It orders sources by quality, not size (ordering
+by each source's error when trained alone puts a large mediocre source before a small good one, and costs J more
+candidates). The cosine, not the inner product: garbage (random answers, wrong labels) has high loss and large
+gradients, and the inner product rewards their size. Or the caller names the candidate mixtures (a grid of ratios,
+say, as one would hand to `interleave_datasets`) and the proxies rank them. The result is a `Mixture` of the chosen
+candidate's ratios.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -51,11 +53,12 @@ def extrapolate_to_full_size(errors: Mapping[float, float]) -> float:
 
 
 # Proxy fractions when none are given, largest first: the first whose proxies cost at most MAX_PROXY_SAMPLES final
-# runs' samples over all candidates. Measured: with two text sources [0.25, 0.5] was within 1% of the best fixed
-# mixture at 3 of 4 budgets (worst 1.8%), [0.1, 0.25] at 2 (worst 2.9%); with five image sources [0.25, 0.5] would
-# cost 3.75 final runs' samples (README, "Which reward").
+# runs' samples over all candidates. Measured on two text sources: every subset (three candidates) at [0.25, 0.5] was
+# within 1% of the best fixed mixture at all 4 budgets, for 1.6-1.9x the final run's wall time; the nested candidates
+# (two) at [0.1, 0.25] at 2 budgets (worst 2.9%). With five image sources [0.25, 0.5] would cost 3.75 final runs'
+# samples (README, "Which reward").
 DEFAULT_PROXY_FRACTIONS = ([0.25, 0.5], [0.1, 0.25])
-MAX_PROXY_SAMPLES = 1.75
+MAX_PROXY_SAMPLES = 2.25
 
 
 def default_proxy_fractions(n_candidates: int) -> list[float]:
@@ -65,6 +68,15 @@ def default_proxy_fractions(n_candidates: int) -> list[float]:
         if n_candidates * sum(fractions) <= MAX_PROXY_SAMPLES:
             return list(fractions)
     return list(DEFAULT_PROXY_FRACTIONS[-1])
+
+
+# proxy_candidates="auto": every subset up to this many sources (3 candidates for two against 2 nested), nested beyond.
+EVERY_SUBSET_MAX_SOURCES = 2
+
+
+def every_subset(names: Sequence[str]) -> list[dict[str, float]]:
+    """Every non-empty subset of `names`, the smaller first, as {source: 1.0} of those kept."""
+    return [dict.fromkeys(kept, 1.0) for k in range(1, len(names) + 1) for kept in itertools.combinations(names, k)]
 
 
 def nested_candidates(values: Mapping[str, float]) -> list[dict[str, float]]:
@@ -150,16 +162,16 @@ def select_by_proxies(
         sources: source name -> dataset.
         eval_dataset: the validation set (not cut).
         args: the budget (`compute_budget`, `budget_unit`), the batch size, the seed and the proxies
-            (`proxy_fractions`, by default `default_proxy_fractions` of the number of candidates; `proxy_keep_steps`,
-            `proxy_value_examples`).
+            (`proxy_candidates`; `proxy_fractions`, by default `default_proxy_fractions` of the number of candidates;
+            `proxy_keep_steps`, `proxy_value_examples`).
         validation_error: `(model) -> float`, positive, lower is better; defaults to the validation loss. For a
             classifier scored on accuracy pass one minus the accuracy.
         candidates: the mixtures to compare, each {source name: ratio in [0, 1]} (a source left out gets 0); by
-            default the unions of the k most valuable sources (module docstring).
+            default those of `args.proxy_candidates` (module docstring).
         trainer_kwargs: passed to each proxy's `Trainer` (`data_collator`, `processing_class`, ...).
     Returns:
         A `Mixture` with the chosen candidate's ratios (0 for the sources it leaves out); `config["candidates"]`
-        holds every candidate's extrapolated error by `candidate_name` (and, for the default candidates,
+        holds every candidate's extrapolated error by `candidate_name` (and, for the nested candidates,
         `config["source_values"]` each source's value, a cosine), and `metrics["proxy_samples_over_final"]` the
         proxies' cost.
     """
@@ -167,8 +179,13 @@ def select_by_proxies(
         raise ValueError("select_by_proxies needs args.compute_budget: the budget of the final run.")
     source_set = SourceSet(sources)
     names = source_set.names
+    kind = args.proxy_candidates
+    if kind == "auto":
+        kind = "subsets" if len(names) <= EVERY_SUBSET_MAX_SOURCES else "nested"
     if candidates is not None:
         candidates = checked_candidates(candidates, names)
+    elif kind == "subsets":
+        candidates = every_subset(names)
     fractions = args.proxy_fractions or default_proxy_fractions(len(names) if candidates is None else len(candidates))
     budget = ComputeBudget(args.compute_budget, args.budget_unit)
     mean_tokens = float(example_lengths(source_set).mean()) if budget.unit == "tokens" else None

@@ -98,9 +98,9 @@ def parse_arguments(argv: list[str]) -> tuple[RecipeArguments, CADSConfig]:
         "--learning_rate": "3e-3", "--lr_scheduler_type": "constant", "--logging_steps": "25",
         "--save_strategy": "no", "--report_to": "none", "--selection_eval_batch_size": "12",
         "--per_device_eval_batch_size": "32",
-        # Proxies at a quarter and half of the data: on two text sources they picked within 1% of the best fixed
-        # mixture at 3 of 4 budgets, 10% and 25% at 2 (README, "Which reward"); and a batch of 12 cut to 10% would
-        # be a single example. The library's rule would give 10% and 25% for these three sources.
+        # Proxies at a quarter and half of the data whatever the number of sources: the library's rule gives these
+        # for up to three candidates (the three sources here) and 10% and 25% beyond, where a batch of 12 cut to 10%
+        # would be a single example.
         "--proxy_fractions": ["0.25", "0.5"],
     }
     recipe, config = parse_with_defaults((RecipeArguments, CADSConfig), argv, defaults)

@@ -12,14 +12,20 @@ from toy import ToyClassifier, toy_sources
 
 import cads_hf.proxy_selection as proxy_selection
 from cads_hf import CADSConfig, select_by_proxies
-from cads_hf.proxy_selection import candidate_name, default_proxy_fractions, extrapolate_to_full_size, nested_candidates
+from cads_hf.proxy_selection import (
+    candidate_name,
+    default_proxy_fractions,
+    every_subset,
+    extrapolate_to_full_size,
+    nested_candidates,
+)
 
 
 def config(tmp_path, **overrides) -> CADSConfig:
     values = dict(
         output_dir=str(tmp_path), per_device_train_batch_size=32, learning_rate=1e-2, lr_scheduler_type="constant",
         report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no", compute_budget=9000, seed=0,
-        proxy_fractions=[0.1, 0.25],
+        proxy_fractions=[0.1, 0.25], proxy_candidates="nested",
     )
     return CADSConfig(**{**values, **overrides})
 
@@ -38,6 +44,35 @@ def test_extrapolation_recovers_a_power_law_and_fits_more_points_by_least_square
 def test_nested_candidates_add_sources_most_valuable_first():
     assert nested_candidates({"a": 0.3, "b": 0.1, "c": 0.2}) == [{"a": 1.0}, {"a": 1.0, "c": 1.0}, {"a": 1.0, "c": 1.0, "b": 1.0}]
     assert candidate_name({"b": 1.0, "c": 0.5, "a": 0.0}) == "b+0.5*c"
+    assert [candidate_name(kept) for kept in every_subset(["a", "b", "c"])] == ["a", "b", "c", "a+b", "a+c", "b+c", "a+b+c"]
+
+
+def test_auto_candidates_are_every_subset_for_two_sources_and_nested_beyond(tmp_path, monkeypatch):
+    """Two sources: A alone, B alone and both, with no values measured, so B alone is tried although A is the more
+    valuable (the nested candidates would be A and A+B). Three sources: the nested candidates, ordered by value."""
+    errors = {(1.0, 0.0): 0.3, (0.0, 1.0): 0.1, (1.0, 1.0): 0.2}  # B alone is best at every fraction
+    trained = []
+
+    def fake_train_on_mixture(model, cut, ratios, budget, args, args_overrides, **kwargs):
+        trained.append(budget.amount / 9000)
+        return SimpleNamespace(model=tuple(ratios))
+
+    monkeypatch.setattr(proxy_selection, "train_on_mixture", fake_train_on_mixture)
+    monkeypatch.setattr(proxy_selection, "source_values", lambda *args, **kwargs: {"A": 2.0, "B": 1.0, "C": 0.0})
+    auto = config(tmp_path, proxy_candidates="auto", proxy_fractions=None)
+    two = {"A": list(range(400)), "B": list(range(400))}
+    mixture = select_by_proxies(lambda: None, two, None, auto, validation_error=lambda model: errors[model[:2]])
+    assert list(mixture.config["candidates"]) == ["A", "B", "A+B"] and mixture.ratios == {"A": 0.0, "B": 1.0}
+    assert "source_values" not in mixture.config
+    assert mixture.config["proxy_fractions"] == [0.25, 0.5] and mixture.metrics["proxy_samples_over_final"] == 2.25
+    assert sorted(trained) == [0.25] * 3 + [0.5] * 3
+
+    three = {**two, "C": list(range(400))}
+    mixture = select_by_proxies(lambda: None, three, None, auto, validation_error=lambda model: 1.0)
+    assert list(mixture.config["candidates"]) == ["A", "A+B", "A+B+C"] and "source_values" in mixture.config
+    subsets = config(tmp_path, proxy_candidates="subsets", proxy_fractions=None)
+    mixture = select_by_proxies(lambda: None, three, None, subsets, validation_error=lambda model: 1.0)
+    assert len(mixture.config["candidates"]) == 7 and mixture.config["proxy_fractions"] == [0.1, 0.25]
 
 
 def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_path, monkeypatch):
@@ -108,9 +143,9 @@ def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_pat
         select_by_proxies(lambda: None, sources, None, config(tmp_path), validation_error=nan_for_b.get)
 
 
-def test_unset_fractions_are_the_largest_that_cost_at_most_1_75_final_runs(tmp_path, monkeypatch):
-    assert default_proxy_fractions(1) == default_proxy_fractions(2) == [0.25, 0.5]  # 2 x 0.75 = 1.5
-    assert default_proxy_fractions(3) == default_proxy_fractions(5) == [0.1, 0.25]  # 3 x 0.75 = 2.25; 5 x 0.35
+def test_unset_fractions_are_the_largest_that_cost_at_most_2_25_final_runs(tmp_path, monkeypatch):
+    assert default_proxy_fractions(1) == default_proxy_fractions(3) == [0.25, 0.5]  # 3 x 0.75 = 2.25
+    assert default_proxy_fractions(4) == default_proxy_fractions(5) == [0.1, 0.25]  # 4 x 0.75 = 3; 5 x 0.35
     assert default_proxy_fractions(9) == [0.1, 0.25]  # none fits: the smallest
     budgets = []
 
@@ -125,7 +160,7 @@ def test_unset_fractions_are_the_largest_that_cost_at_most_1_75_final_runs(tmp_p
     mixture = select_by_proxies(lambda: None, sources, None, unset, validation_error=lambda m: 1.0)
     assert sorted(set(budgets)) == [0.25, 0.5] and mixture.config["proxy_fractions"] == [0.25, 0.5]
     assert mixture.metrics["proxy_samples_over_final"] == 1.5
-    grid = [{"A": 1.0}, {"B": 1.0}, {"A": 1.0, "B": 0.5}]  # three named candidates
+    grid = [{"A": 1.0}, {"B": 1.0}, {"A": 1.0, "B": 0.5}, {"A": 0.5, "B": 1.0}]  # four named candidates
     mixture = select_by_proxies(lambda: None, sources, None, unset, validation_error=lambda m: 1.0, candidates=grid)
     assert mixture.config["proxy_fractions"] == [0.1, 0.25]
 
@@ -196,6 +231,8 @@ def test_bad_proxy_settings_name_the_argument_or_source(tmp_path):
     sources, validation = toy_sources(sizes=(300, 3), noise=(0.0, 0.2))
     with pytest.raises(ValueError, match="proxy_fractions"):
         config(tmp_path, proxy_fractions=[0.5, 1.0])
+    with pytest.raises(ValueError, match="proxy_candidates"):
+        config(tmp_path, proxy_candidates="every")
     with pytest.raises(ValueError, match="proxy_fractions: the proxy at fraction 0.1 is too small"):
         select_by_proxies(lambda: ToyClassifier(), {"noise_0": sources["noise_0"]}, validation,
                           config(tmp_path, compute_budget=20))
