@@ -109,8 +109,8 @@ class CADSConfig(TrainingArguments):
             16 epochs, because cutting the small clean source weakens it (README, "Which reward"). Unset, the larger
             of `[0.25, 0.5]` and `[0.1, 0.25]` whose proxies train on at most 2.25 final runs' samples over all
             candidates: `[0.25, 0.5]` for up to three candidates (on text with two sources, every subset, it came
-            within 1% of the best fixed mixture at all 4 budgets for at most 1.9x the final run's wall time), else
-            `[0.1, 0.25]` (1.75 for the five image sources).
+            within 1% of the best fixed mixture at all 4 budgets, for 1.6-1.9x the final run's wall time at the 3
+            budgets timed), else `[0.1, 0.25]` (1.75 for the five image sources).
         proxy_candidates (`str`, defaults to `"auto"`):
             Only for `select_by_proxies` when the caller names no `candidates`: which mixtures the proxies compare.
             `"nested"`: the unions of the k most valuable sources, k = 1..J (J candidates; `proxy_value_examples` sets

@@ -53,10 +53,10 @@ def extrapolate_to_full_size(errors: Mapping[float, float]) -> float:
 
 
 # Proxy fractions when none are given, largest first: the first whose proxies cost at most MAX_PROXY_SAMPLES final
-# runs' samples over all candidates. Measured on two text sources: every subset (three candidates) at [0.25, 0.5] was
-# within 1% of the best fixed mixture at all 4 budgets, for 1.6-1.9x the final run's wall time; the nested candidates
-# (two) at [0.1, 0.25] at 2 budgets (worst 2.9%). With five image sources [0.25, 0.5] would cost 3.75 final runs'
-# samples (README, "Which reward").
+# runs' samples over all candidates. Measured on two text sources: every subset (three candidates) at [0.25, 0.5]
+# was within 1% of the best fixed mixture at all 4 budgets, for 1.6-1.9x the final run's wall time at the 3 budgets
+# timed; the nested candidates (two) at [0.1, 0.25] at 2 budgets (worst 2.9%). With five image sources [0.25, 0.5]
+# would cost 3.75 final runs' samples (README, "Which reward").
 DEFAULT_PROXY_FRACTIONS = ([0.25, 0.5], [0.1, 0.25])
 MAX_PROXY_SAMPLES = 2.25
 
