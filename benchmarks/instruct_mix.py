@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import math
 
 import torch
@@ -165,7 +166,8 @@ def main():
         "target": "alpaca_gpt4 test perplexity", "seeds": seeds, "quick": options.quick,
         "variants": {variant: VARIANTS[variant] for variant in options.variants},
         "model": "GPT-2 from config: 2 layers, 128 wide, 4 heads; BPE tokenizer of 4096 trained on the sources",
-        "search_fraction": options.search_fraction, "rows": rows, "runs": f"{name}.runs.jsonl",
+        "search_fraction": options.search_fraction, "rows": rows,
+        "runs": os.path.basename(options.cache or f"{name}.runs.jsonl"),
     }
     path = write_results(name, results, options.output)
     plot(rows, names, path.replace(".json", ".png"), "test perplexity")

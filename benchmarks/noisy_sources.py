@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import os
 
 import torch
 import transformers
@@ -179,7 +180,7 @@ def main():
         "noise": dict(zip(names, design["noise"])), "seeds": seeds, "quick": options.quick,
         "search_fraction": options.search_fraction, "rows": rows,
         "variants": {variant: VARIANTS[variant] for variant in options.rewards},
-        "runs": f"{name}.runs.jsonl",
+        "runs": os.path.basename(options.cache or f"{name}.runs.jsonl"),
     }
     path = write_results(name, results, options.output)
     plot(rows, names, path.replace(".json", ".png"), "test accuracy")

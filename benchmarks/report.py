@@ -476,6 +476,23 @@ def section() -> str:
             *ratio_table(smaller),
             "",
         ]
+    stem = "noisy_sources_scarce_proxy_quiet"
+    quiet = load(stem)
+    if quiet:
+        parts += [
+            f"The default's cost timed again with the current code (batched reads), one run at a time, seeds "
+            f"{quiet['seeds']}, at 1 and 4 epochs (`benchmarks/noisy_sources.py --rewards proxy --seeds "
+            f"{len(quiet['seeds'])} --epochs 1 4 --workers 1 --cache benchmarks/results/{quiet['runs']} --output "
+            f"benchmarks/results/{stem}.json`; the cache held the fixed-mixture runs, copied from "
+            "noisy_sources_scarce.runs.jsonl, whose `proxy` runs carry the older timings):",
+            "",
+            *mixture_table(quiet, 100, 1, "samples"),
+            "",
+            *cost_table(quiet),
+            "",
+            *proxy_verdicts(quiet, 100, "%", lower_is_better=False),
+            "",
+        ]
     noise = load("proxy_noise")
     if noise:
         rules = {"end": "end point (the selection's)", "tail_mean": "tail mean", "tail_fit": "line fitted to the tail"}
