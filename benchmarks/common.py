@@ -342,6 +342,11 @@ def append_to_cache(out, job, result) -> None:
     out.flush()
 
 
+def run_cache_path(name: str, cache: str | None = None) -> str:
+    """The JSON-lines run cache of benchmark `name`: `cache` where given, else results/<name>.runs.jsonl."""
+    return cache or os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
+
+
 def run_cached(jobs: list, run, workers: int, cache: str, report=None, run_missing: bool = True) -> dict:
     """{job: result} for the jobs finished, running the missing ones in parallel processes (`run_missing=False` only
     reads). Each result is appended to the JSON-lines file `cache` as it completes and jobs found there are not run
@@ -373,7 +378,7 @@ def run_jobs(
     # Seed by seed; within a seed the longest jobs first (CADS at the largest budget: a search and a final run), so
     # that the shorter ones fill in around them and the pool finishes sooner.
     jobs = sorted(jobs, key=lambda job: (job[3], job[0] != "cads", -(job[2] or 0)))
-    cache = cache or os.path.join(RESULTS_DIR, f"{name}.runs.jsonl")
+    cache = run_cache_path(name, cache)
     done = run_cached(jobs, run, workers, cache, lambda job, _: print(f"done {job}", flush=True), run_missing)
     complete = [seed for seed in sorted({job[3] for job in jobs})
                 if all(tuple(job) in done for job in jobs if job[3] == seed)]

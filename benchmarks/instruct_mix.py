@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import math
+import os
 
 import torch
 import transformers
@@ -32,6 +32,7 @@ from common import (
     fixed_mixture_run,
     plot,
     plot_trajectories,
+    run_cache_path,
     run_jobs,
     shared_data,
     summarize,
@@ -167,7 +168,7 @@ def main():
         "variants": {variant: VARIANTS[variant] for variant in options.variants},
         "model": "GPT-2 from config: 2 layers, 128 wide, 4 heads; BPE tokenizer of 4096 trained on the sources",
         "search_fraction": options.search_fraction, "rows": rows,
-        "runs": os.path.basename(options.cache or f"{name}.runs.jsonl"),
+        "runs": os.path.basename(run_cache_path(name, options.cache)),
     }
     path = write_results(name, results, options.output)
     plot(rows, names, path.replace(".json", ".png"), "test perplexity")

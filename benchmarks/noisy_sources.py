@@ -37,6 +37,7 @@ from common import (
     mnist_test_images,
     plot,
     plot_trajectories,
+    run_cache_path,
     run_jobs,
     summarize,
     write_results,
@@ -180,7 +181,7 @@ def main():
         "noise": dict(zip(names, design["noise"])), "seeds": seeds, "quick": options.quick,
         "search_fraction": options.search_fraction, "rows": rows,
         "variants": {variant: VARIANTS[variant] for variant in options.rewards},
-        "runs": os.path.basename(options.cache or f"{name}.runs.jsonl"),
+        "runs": os.path.basename(run_cache_path(name, options.cache)),
     }
     path = write_results(name, results, options.output)
     plot(rows, names, path.replace(".json", ".png"), "test accuracy")

@@ -65,14 +65,16 @@ def verdict_lines(results: dict, variant: str, scale: float, unit: str, lower_is
         best = max(sign * row["best_source"]["mean"], sign * row["full"]["mean"]) * sign * scale
         # Compared as printed (2 decimals): a final run on a mixture and the fixed run of it differ past them.
         gap = round(sign * (ours - oracle), 2) + 0.0  # + 0.0: no "-0.00"
-        behind = {bar: round(sign * (ours - bar), 2) < 0 for bar in (floor, best)}
+
+        def verdict(bar: float) -> str:
+            return "loses to" if round(sign * (ours - bar), 2) < 0 else "matches or beats"
+
         lines.append(
             f"- budget {row['budget']} ({row['epochs']:.2f} epochs): {variant[5:]} {ours:.2f} {unit} against the "
             f"oracle's {oracle:.2f} ({'+' if gap >= 0 else ''}{gap:.2f}"
             + (f", {100 * gap / oracle:+.1f}%" if lower_is_better else "")
             + f"); the worse of best-source and full data is "
-            f"{floor:.2f}, which it {'loses to' if behind[floor] else 'matches or beats'}; the better "
-            f"is {best:.2f}, which it {'loses to' if behind[best] else 'matches or beats'}; selection "
+            f"{floor:.2f}, which it {verdict(floor)}; the better is {best:.2f}, which it {verdict(best)}; selection "
             f"cost {row[variant]['selection_cost_over_final']:.1f}x the final run's wall time."
         )
     return lines
@@ -85,6 +87,15 @@ def proxy_verdicts(results: dict, scale: float, unit: str, lower_is_better: bool
         if variant.startswith("proxy"):
             lines += verdict_lines(results, "cads_" + variant, scale, unit, lower_is_better)
     return lines
+
+
+def proxy_tables(results: dict, scale: float, digits: int, unit: str, lower_is_better: bool) -> list[str]:
+    """A select_by_proxies result's mixture table, cost table and verdicts, each followed by a blank line."""
+    return [
+        *mixture_table(results, scale, digits, "samples"), "",
+        *cost_table(results), "",
+        *proxy_verdicts(results, scale, unit, lower_is_better=lower_is_better), "",
+    ]
 
 
 def rerun_command(script: str, flag: str, results: dict, stem: str, budgets: bool = False, workers: int | None = None) -> str:
@@ -467,12 +478,7 @@ def section() -> str:
             f"({rerun_command('noisy_sources', '--rewards', smaller, 'noisy_sources_scarce_proxy_small')}); selection "
             "cost is the proxies' wall time over the final run's (median over seeds, two runs at a time on 2 cores):",
             "",
-            *mixture_table(smaller, 100, 1, "samples"),
-            "",
-            *cost_table(smaller),
-            "",
-            *proxy_verdicts(smaller, 100, "%", lower_is_better=False),
-            "",
+            *proxy_tables(smaller, 100, 1, "%", lower_is_better=False),
             *ratio_table(smaller),
             "",
         ]
@@ -486,12 +492,7 @@ def section() -> str:
             f"benchmarks/results/{stem}.json`; the cache held the fixed-mixture runs, copied from "
             "noisy_sources_scarce.runs.jsonl, whose `proxy` runs carry the older timings):",
             "",
-            *mixture_table(quiet, 100, 1, "samples"),
-            "",
-            *cost_table(quiet),
-            "",
-            *proxy_verdicts(quiet, 100, "%", lower_is_better=False),
-            "",
+            *proxy_tables(quiet, 100, 1, "%", lower_is_better=False),
         ]
     noise = load("proxy_noise")
     if noise:
@@ -641,12 +642,7 @@ def section() -> str:
             f"({rerun_command('instruct_mix', '--variants', text_sizes, stem, budgets=True)}); selection cost is "
             "the proxies' wall time over the final run's (median over seeds, two runs at a time on 2 cores):",
             "",
-            *mixture_table(text_sizes, 1, 2, "samples"),
-            "",
-            *cost_table(text_sizes),
-            "",
-            *proxy_verdicts(text_sizes, 1, "perplexity", lower_is_better=True),
-            "",
+            *proxy_tables(text_sizes, 1, 2, "perplexity", lower_is_better=True),
         ]
     stems = ("instruct_mix_2000_subsets", "instruct_mix_5000_subsets", "instruct_mix_10000_subsets")
     subsets = {stem: load(stem) for stem in stems}
@@ -665,12 +661,7 @@ def section() -> str:
                 f"{'one run' if workers == 1 else 'two runs'} at a time "
                 f"({rerun_command('instruct_mix', '--variants', results, stem, budgets=True, workers=workers)}):",
                 "",
-                *mixture_table(results, 1, 2, "samples"),
-                "",
-                *cost_table(results),
-                "",
-                *proxy_verdicts(results, 1, "perplexity", lower_is_better=True),
-                "",
+                *proxy_tables(results, 1, 2, "perplexity", lower_is_better=True),
             ]
     stem = "instruct_mix_20000_subsets_replay"
     replay = load(stem)
@@ -685,12 +676,7 @@ def section() -> str:
             f"({'in all' if all(matched) else 'NOT in all'}). The cost is the nested run's proxies plus the "
             "added candidate's, over the nested run's final run, from runs made at different times: an estimate.",
             "",
-            *mixture_table(replay, 1, 2, "samples"),
-            "",
-            *cost_table(replay),
-            "",
-            *proxy_verdicts(replay, 1, "perplexity", lower_is_better=True),
-            "",
+            *proxy_tables(replay, 1, 2, "perplexity", lower_is_better=True),
         ]
     text_grid = load("proxy_mixtures_instruct")
     if text_grid:

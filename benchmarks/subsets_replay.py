@@ -18,6 +18,7 @@ candidate's, over the nested run's final run: these ran at different times, so i
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 
 import torch
@@ -36,35 +37,37 @@ def kept(name: str) -> frozenset:
     return frozenset(name.split("+"))
 
 
+def same_errors(reference: dict, other: dict) -> bool:
+    """Whether every candidate of `other` ({name: extrapolated error}) has its error in `reference`."""
+    errors = {kept(name): error for name, error in reference.items()}
+    return all(errors[kept(name)] == error for name, error in other.items())
+
+
 def shared_errors_match(done: dict) -> dict:
-    """{budget-seed: whether every candidate of a cached subsets run has the nested run's error, where both exist}."""
-    checks = {}
-    for (kind, variant, budget, seed), result in done.items():
-        nested = done.get((kind, NESTED, budget, seed))
-        if variant == SUBSETS and nested is not None:
-            errors = {kept(name): error for name, error in result["candidates"].items()}
-            checks[f"{budget}-{seed}"] = all(errors[kept(name)] == error for name, error in nested["candidates"].items())
-    return checks
+    """{budget-seed: whether every candidate of a cached nested run has the subsets run's error, where both exist}."""
+    return {
+        f"{budget}-{seed}": same_errors(result["candidates"], done[(kind, NESTED, budget, seed)]["candidates"])
+        for (kind, variant, budget, seed), result in done.items()
+        if variant == SUBSETS and (kind, NESTED, budget, seed) in done
+    }
 
 
 def replayed_errors_match(done: dict, replays: dict) -> dict:
     """{budget-seed: whether the replayed candidates' errors are those of the cached subsets run}, where both exist."""
-    checks = {}
-    for (_, budget, seed), replay in replays.items():
-        real = done.get(("cads", SUBSETS, budget, seed))
-        if real is not None:
-            errors = {kept(name): error for name, error in real["candidates"].items()}
-            checks[f"{budget}-{seed}"] = all(errors[kept(name)] == e for name, e in replay["candidates"].items())
-    return checks
+    return {
+        f"{budget}-{seed}": same_errors(done[("cads", SUBSETS, budget, seed)]["candidates"], replay["candidates"])
+        for (_, budget, seed), replay in replays.items()
+        if ("cads", SUBSETS, budget, seed) in done
+    }
 
 
-def missing_candidate_run(job) -> dict:
-    """Train the proxies of every subset the nested run of (budget, seed) did not try; their extrapolated errors."""
+def missing_candidate_run(tried: dict, job) -> dict:
+    """Train the proxies of every subset the nested run of (budget, seed) did not try (`tried[seed]`, its candidates'
+    names); their extrapolated errors."""
     torch.set_num_threads(1)
     _, budget, seed = job
-    tried = read_cache(CACHE)[("cads", NESTED, budget, seed)]["candidates"]
     task = make_task(seed)
-    missing = [c for c in every_subset(list(task.sources)) if frozenset(c) not in {kept(name) for name in tried}]
+    missing = [c for c in every_subset(list(task.sources)) if frozenset(c) not in {kept(name) for name in tried[seed]}]
     config = selection_config(task, budget, VARIANTS[SUBSETS], 1.0, f"/tmp/cads_bench/subsets_replay/{budget}-{seed}")
     watch = Stopwatch()
     mixture = select_by_proxies(task.model, task.sources, task.validation, config, task.validation_error, missing,
@@ -87,17 +90,19 @@ def main():
     nested = {seed: done.get(("cads", NESTED, options.budget, seed)) for seed in seeds}
     absent = [seed for seed, result in nested.items() if result is None]
     if absent:
-        print(f"subsets_replay: instruct_mix.py --variants {NESTED} has not run budget {options.budget}, seeds {absent}.")
+        print(f"subsets_replay: instruct_mix.py --variants {NESTED} has not run budget {options.budget}, "
+              f"seeds {absent}.")
         return
     jobs = [("replay", options.budget, seed) for seed in seeds]
     replays = os.path.join(RESULTS_DIR, "subsets_replay.runs.jsonl")
-    added = run_cached(jobs, missing_candidate_run, options.workers, replays)
+    tried = {seed: list(result["candidates"]) for seed, result in nested.items()}
+    added = run_cached(jobs, functools.partial(missing_candidate_run, tried), options.workers, replays)
     names = list(FILES)
 
     def ratios_of(candidate: str) -> dict:
         return {name: float(name in kept(candidate)) for name in names}
 
-    grid = {str([float(x) for x in ratios]): ratios for ratios in GRID}
+    grid = [str([float(x) for x in ratios]) for ratios in GRID]
     fixed = {key: {seed: done[("fixed", key, None, seed)] for seed in seeds} for key in grid}
     replayed, per_seed = {}, []
     for job in jobs:
@@ -109,13 +114,15 @@ def main():
         cost = nested[seed]["search_s"] + added[job]["proxies_s"]
         replayed[seed] = {"test": runs["test"], "ratios": ratios, "search_s": cost, "final_s": nested[seed]["final_s"]}
         per_seed.append({"seed": seed, "candidates": {candidate_name(ratios_of(n)): e for n, e in errors.items()},
-                         "pick": candidate_name(ratios), "test": runs["test"], "nested_pick_test": nested[seed]["test"]})
+                         "pick": candidate_name(ratios), "test": runs["test"],
+                         "nested_pick_test": nested[seed]["test"]})
     union = sum(len(split["train"]) for split in prepared()[1].values())
-    rows = summarize(fixed, {SUBSETS: {str(options.budget): replayed}}, [options.budget], seeds, names, list(grid),
+    rows = summarize(fixed, {SUBSETS: {str(options.budget): replayed}}, [options.budget], seeds, names, grid,
                      [str([1.0, 0.0]), str([0.0, 1.0])], union, lower_is_better=True)
     results = {
         "budget": options.budget, "seeds": seeds, "variants": {SUBSETS: VARIANTS[SUBSETS]},
         "errors_match_where_both_ran": shared_errors_match(done),
+        # Every replay in its cache, not only this budget's.
         "replayed_errors_match_where_both_ran": replayed_errors_match(done, read_cache(replays)),
         "per_seed": per_seed, "rows": rows,
         "runs": "subsets_replay.runs.jsonl",
