@@ -124,6 +124,12 @@ class CADSConfig(TrainingArguments):
             cut to one or two examples may not train at the full run's rate; then set False or lower the rate.
             (Cutting the rate by the square root of the fraction with the batch did not select better in the
             scarce-clean benchmark: README, "Which reward".)
+        proxy_cache_rows (`bool`, defaults to `True`):
+            Only for `select_by_proxies`: keep each row the proxies read (of the cut sources and of the validation set)
+            in memory, so that it is read once for all the candidates and repeats; at most the largest fraction of
+            each source. A proxy's batch is small, and reading it took about half of a proxy's time on the noisy
+            MNIST sources. Set False where reading a row is random (an augmenting transform: a cached row would keep
+            one draw) or the rows do not fit in memory.
         proxy_value_examples (`int`, defaults to `512`):
             Only for `select_by_proxies` with the nested candidates: the examples of each source (left out of the
             union's largest proxy) and of the validation set whose mean gradients give each source's value (their
@@ -205,6 +211,10 @@ class CADSConfig(TrainingArguments):
     )
     proxy_keep_steps: bool = field(
         default=True, metadata={"help": "select_by_proxies: cut the batch with the data, keeping the full run's steps."}
+    )
+    proxy_cache_rows: bool = field(
+        default=True,
+        metadata={"help": "select_by_proxies: read each row once for all proxies (False for random transforms)."},
     )
     proxy_value_examples: int = field(
         default=512,

@@ -23,6 +23,28 @@ def read_rows(dataset, indices: Sequence[int]) -> list:
     return getitems(indices) if getitems is not None else [dataset[i] for i in indices]
 
 
+class CachedRows(Dataset):
+    """`dataset` with each row kept in memory once read, for runs that read the same rows again (the proxies: every
+    candidate reads the same cut sources, and the smaller cuts are the start of the larger). Only rows read are kept.
+    Each read returns a shallow copy of the row, so a collator that reassigns a row's keys changes no later read."""
+
+    def __init__(self, dataset):
+        self.dataset, self.rows = dataset, {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        indices = [int(i) for i in indices]
+        missing = list(dict.fromkeys(i for i in indices if i not in self.rows))
+        if missing:
+            self.rows.update(zip(missing, read_rows(self.dataset, missing)))
+        return [dict(self.rows[i]) if isinstance(self.rows[i], dict) else self.rows[i] for i in indices]
+
+
 class SourceSet(Dataset):
     """Several named sources seen as one indexable dataset; each row is tagged with its `source_id`.
 

@@ -198,6 +198,34 @@ def test_selects_the_clean_sources_on_a_real_run(tmp_path):
     assert all(error > 0 for error in mixture.config["candidates"].values())
 
 
+def test_cached_rows_change_no_choice_and_read_each_row_once(tmp_path):
+    """The proxies read every row of the cut sources and of validation once, not once per candidate and repeat, and
+    the selection is the same to the last digit as without the cache."""
+    from datasets import Dataset
+
+    reads = []
+
+    class Counted(Dataset):
+        def __getitems__(self, keys):
+            reads.extend(keys)
+            return super().__getitems__(keys)
+
+    sources, validation = toy_sources(sizes=(300, 300, 300), noise=(0.0, 0.2, 1.0))
+    sources = {name: Counted(source.data) for name, source in sources.items()}
+    validation = Counted(validation.data)
+    results, rows_read = [], []
+    for cache in (False, True):
+        reads.clear()
+        mixture = select_by_proxies(lambda: ToyClassifier(seed=0), sources, validation,
+                                    config(tmp_path, proxy_cache_rows=cache))
+        results.append((mixture.ratios, mixture.config["candidates"], mixture.config["source_values"]))
+        rows_read.append(len(reads))
+    assert results[0] == results[1]
+    # Budget 9,000 over 900 examples: 10 passes. Cached, at most the 25% cut (225 rows), the value pass's examples
+    # (3 x 225 left out) and validation (200) are read, once each.
+    assert rows_read[1] <= 225 + 3 * 225 + 200 < rows_read[0] / 5
+
+
 def test_source_value_is_the_cosine_so_large_gradients_do_not_buy_rank():
     """A copy of the validation set (cosine 1) against the same examples scaled up tenfold: larger gradients in
     nearly the same direction, so a larger inner product with the validation gradient but a smaller cosine."""

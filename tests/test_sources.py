@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from torch.utils.data import BatchSampler
 
 from cads_hf.budget import ComputeBudget
-from cads_hf.sources import SourceMixtureSampler, SourceSet, StratifiedSourceSampler, selected_indices
+from cads_hf.sources import CachedRows, SourceMixtureSampler, SourceSet, StratifiedSourceSampler, selected_indices
 
 
 def _shard(sampler, batch_size, processes, index):
@@ -175,3 +175,20 @@ def test_trainer_reads_each_batch_in_one_call_per_source(tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to="none", use_cpu=True)
     train_for_budget(ToyClassifier(), SourceSet(counted), list(range(0, 80, 2)), args)
     assert sum(calls) == 40 and len(calls) <= 2 * 5  # 5 batches of 8, each at most one read per source
+
+
+def test_cached_rows_read_each_row_once_and_hand_out_copies():
+    reads = []
+
+    class Counted(Dataset):
+        def __getitems__(self, keys):
+            reads.extend(keys)
+            return super().__getitems__(keys)
+
+    plain = Dataset.from_dict({"x": [10, 11, 12, 13], "labels": [0, 1, 0, 1]})
+    cached = CachedRows(Counted(plain.data))
+    assert cached.__getitems__([2, 0, 2]) == [plain[2], plain[0], plain[2]] and sorted(reads) == [0, 2]
+    row = cached[1]
+    row["x"] = -1  # a collator reassigning a key (as DataCollatorForSeq2Seq pads labels) changes no later read
+    assert cached.__getitems__([0, 1, 3]) == [plain[0], plain[1], plain[3]] and sorted(reads) == [0, 1, 2, 3]
+    assert len(cached) == 4
