@@ -482,18 +482,23 @@ def section() -> str:
             *ratio_table(smaller),
             "",
         ]
-    stem = "noisy_sources_scarce_proxy_quiet"
-    quiet = load(stem)
-    if quiet:
-        parts += [
-            f"The default's cost timed again with the current code (batched reads), one run at a time, seeds "
-            f"{quiet['seeds']}, at 1 and 4 epochs (`benchmarks/noisy_sources.py --rewards proxy --seeds "
-            f"{len(quiet['seeds'])} --epochs 1 4 --workers 1 --cache benchmarks/results/{quiet['runs']} --output "
-            f"benchmarks/results/{stem}.json`; the cache held the fixed-mixture runs, copied from "
-            "noisy_sources_scarce.runs.jsonl, whose `proxy` runs carry the older timings):",
-            "",
-            *proxy_tables(quiet, 100, 1, "%", lower_is_better=False),
-        ]
+    for stem, epochs, spoken, how in (
+        ("noisy_sources_scarce_proxy_quiet", "1 4", "1 and 4", "with the current code (batched reads), one run at a time"),
+        ("noisy_sources_scarce_proxy_cached", "1 4 16", "1, 4 and 16",
+         "with the proxies reading each row once (`proxy_cache_rows=True`, and the benchmark's validation accuracy "
+         "reading its rows once), one run at a time beside one text benchmark run on the other core"),
+    ):
+        timed = load(stem)
+        if timed:
+            parts += [
+                f"The default's cost timed again {how}, seeds {timed['seeds']}, at {spoken} epochs "
+                f"(`benchmarks/noisy_sources.py --rewards proxy --seeds {len(timed['seeds'])} --epochs {epochs} "
+                f"--workers 1 --cache benchmarks/results/{timed['runs']} --output benchmarks/results/{stem}.json`; the "
+                "cache held the fixed-mixture runs, copied from noisy_sources_scarce.runs.jsonl, whose `proxy` runs "
+                "carry the older timings):",
+                "",
+                *proxy_tables(timed, 100, 1, "%", lower_is_better=False),
+            ]
     noise = load("proxy_noise")
     if noise:
         rules = {"end": "end point (the selection's)", "tail_mean": "tail mean", "tail_fit": "line fitted to the tail"}
