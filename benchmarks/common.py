@@ -56,7 +56,7 @@ VARIANTS = {
 }
 # Not a search: select_by_proxies (scaled-down runs of every candidate, error extrapolated to full size).
 VARIANTS["proxy"] = {"selection": "proxies", "proxy_candidates": "nested", "proxy_fractions": [0.1, 0.25],
-                     "proxy_keep_steps": True}
+                     "proxy_keep_steps": True, "proxy_refine_fraction": None, "proxy_value_examples": 512}
 # Smaller proxies (1.25 and 1.5 instead of 1.75 final runs' samples for five candidates): is the 2x cost goal in reach?
 VARIANTS["proxy_small"] = {**VARIANTS["proxy"], "proxy_fractions": [0.05, 0.2]}
 VARIANTS["proxy_10_20"] = {**VARIANTS["proxy"], "proxy_fractions": [0.1, 0.2]}
@@ -67,6 +67,10 @@ VARIANTS["proxy_grid"] = {**VARIANTS["proxy"], "candidates": "grid"}
 # Every subset of the sources as a candidate (3 for two sources: 2.25 final runs' samples at 25%/50%), so that the
 # value's order cannot leave the second source alone untried.
 VARIANTS["proxy_25_50_subsets"] = {**VARIANTS["proxy_25_50"], "proxy_candidates": "subsets"}
+# The library's default for five sources: `proxy` with values from 256 examples, and where the two best come within
+# 10%, both refined by a 50% proxy.
+VARIANTS["proxy_refined"] = {**VARIANTS["proxy"], "proxy_value_examples": 256, "proxy_refine_fraction": 0.5,
+                             "proxy_refine_margin": 0.1}
 DEFAULT_VARIANT = "horizon_k64_tail"  # the variant that matches CADSConfig's defaults
 
 
@@ -174,6 +178,14 @@ def summarize(fixed, cads, budgets, seeds, names, grid_keys, single_keys, union,
                 **mean_std([r["test"] for r in results]),
                 "ratios": {n: mean_std([r["ratios"][n] for r in results]) for n in names},
                 "selection_cost_over_final": float(np.median([r["search_s"] / r["final_s"] for r in results])),
+                "selection_cost_per_seed": [r["search_s"] / r["final_s"] for r in results],
+                # select_by_proxies: the seeds whose two best candidates were refined, with their errors extrapolated
+                # from the first two fractions and from all three
+                "refined": {
+                    str(s): {name: {"two_point": r["candidates"][name], "all_fractions": error}
+                             for name, error in r["refined"].items()}
+                    for s, r in zip(seeds, results) if "refined" in r
+                },
             }
         rows.append(row)
     return rows
@@ -292,7 +304,8 @@ def cads_run(task: Task, budget, overrides: dict, search_fraction: float, output
         mixture = select_by_proxies(task.model, task.sources, task.validation, config, task.validation_error,
                                     candidates, data_collator=task.collator)
         surrogate_cost, trajectory = 0.0, []
-        proxies = {"candidates": mixture.config["candidates"]}  # each candidate's extrapolated error
+        # Each candidate's extrapolated error, and those of the two refined by a larger proxy where they were.
+        proxies = {key: mixture.config[key] for key in ("candidates", "refined") if key in mixture.config}
     else:
         search = CADSTrainer(
             model=task.model(), args=config, sources=task.sources, eval_dataset=task.validation,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 
 from common import DEFAULT_VARIANT as DEFAULT
 from common import REPO_ROOT, RESULTS_DIR, cads_columns
@@ -499,6 +500,29 @@ def section() -> str:
                 "",
                 *proxy_tables(timed, 100, 1, "%", lower_is_better=False),
             ]
+    stem = "noisy_sources_scarce_proxy_refined"
+    refined = load(stem)
+    if refined:
+        variant = "cads_proxy_refined"
+        parts += [
+            "The library's default for five sources (`proxy_refined`): `proxy` with each source's value measured on "
+            "256 examples instead of 512, and where the two best candidates' extrapolated errors are within 10%, both "
+            "train a 50% proxy and the power law through all three fractions decides between them. Seeds "
+            f"{refined['seeds']}, one run at a time beside one other benchmark run on the other core "
+            f"(`benchmarks/noisy_sources.py --rewards proxy_refined --seeds "
+            f"{len(refined['seeds'])} --epochs 1 4 16 --workers 1 --cache benchmarks/results/{refined['runs']} "
+            f"--output benchmarks/results/{stem}.json`; the cache held the fixed-mixture runs, copied from "
+            "noisy_sources_scarce.runs.jsonl). The runs refined, with each contender's error from two fractions and "
+            "from three, and the cost per seed:",
+            "",
+            *(f"- budget {row['budget']}, seed {seed}: " + "; ".join(
+                f"{name} {error['two_point']:.3f} -> {error['all_fractions']:.3f}" for name, error in errors.items())
+              for row in refined["rows"] for seed, errors in row[variant]["refined"].items()),
+            *(f"- budget {row['budget']}: cost per seed "
+              + " / ".join(f"{c:.1f}x" for c in row[variant]["selection_cost_per_seed"]) for row in refined["rows"]),
+            "",
+            *proxy_tables(refined, 100, 1, "%", lower_is_better=False),
+        ]
     noise = load("proxy_noise")
     if noise:
         rules = {"end": "end point (the selection's)", "tail_mean": "tail mean", "tail_fit": "line fitted to the tail"}
@@ -516,6 +540,26 @@ def section() -> str:
               + f" | {100 * s['oracle_test']:.1f} |" for s in noise["seeds"]),
             "| mean | " + " | ".join(f"{100 * noise['mean_test'][rule + '_pick']:.1f}" for rule in rules)
             + f" | {100 * noise['mean_test']['oracle']:.1f} |",
+            "",
+        ]
+    examples = load("source_values_scarce_examples")
+    if examples:
+        counts = [str(n) for n in examples["examples"]]
+        budgets = sorted({int(name.split("budget ")[1]) for name in examples["cells"]})
+        parts += [
+            "How many examples the source value needs (`benchmarks/source_values.py --task scarce --examples "
+            f"{' '.join(counts)}`): on the union's larger proxy of every cell of the `proxy` variant, the cosine from "
+            "the first n fresh examples of each source and n validation images. Cells (of "
+            f"{examples['total'] // len(budgets)} seeds) where it puts the five sources in their noise order, and the "
+            "median seconds of the value's gradient pass:",
+            "",
+            "| budget | " + " | ".join(f"n = {n}" for n in counts) + " |",
+            "|---|" + "---|" * len(counts),
+            *(f"| {budget} | " + " | ".join(
+                f"{sum(c['same_order'][n] for c in cells)} of {len(cells)}, "
+                f"{statistics.median(c['by_examples'][n]['seconds'] for c in cells):.1f} s" for n in counts) + " |"
+              for budget in budgets
+              for cells in [[c for name, c in examples["cells"].items() if name.endswith(f"budget {budget}")]]),
             "",
         ]
     orders = {task: load(f"source_values_{task}") for task in ("scarce", "instruct", "recipe")}

@@ -16,6 +16,13 @@ budget) and reports both values and the order each gives:
 The recipe task runs twice: with the recipe's default proxies (25% and 50%) and with the library's for its three
 sources (10% and 25%).
 
+With `--examples`, each cell instead measures the cosine on the first N fresh examples of each source and N of
+validation, for each N given, with the time of that gradient pass: how few examples order the sources
+(`proxy_value_examples`; on the noisy sources, whether the order is the noise order):
+
+    python benchmarks/source_values.py --task scarce --examples 64 128 256 512 \
+        --output benchmarks/results/source_values_scarce_examples.json   # ~8 min
+
 Where the two orders agree, the variant's nested candidates, and so its pick, are the same under either value
 (the runs are deterministic on one machine; at 16 epochs on images, proxies of mixtures with noisy sources were not
 reproduced on another machine); the cells where they differ are the ones to rerun.
@@ -28,6 +35,7 @@ import copy
 import math
 import os
 import sys
+import time
 
 import torch
 from common import REPO_ROOT, VARIANTS, quiet, write_results
@@ -51,12 +59,36 @@ def both_values(trainer, sources, examples, eval_dataset, per_example, max_valid
     })
 
 
-def cell(select) -> dict:
-    """Both values and orders for one cell; `select()` calls select_by_proxies."""
+def cosines_by_examples(counts):
+    """A stand-in for `proxy_selection.source_values` that measures the cosine on the first n examples (of each source
+    and of validation) for each n of `counts`, with each gradient pass's time (by raising UnionProxyReached)."""
+
+    def measure(trainer, sources, examples, eval_dataset, per_example, max_validation):
+        by_count = {}
+        for n in counts:
+            start = time.perf_counter()
+            validation, gradients = source_gradients(trainer, sources, [e[:n] for e in examples], eval_dataset,
+                                                     per_example, n)
+            values = {name: cosine(validation, g) for name, g in gradients.items()}
+            by_count[n] = {"seconds": time.perf_counter() - start, "cosine": values,
+                           "order": sorted(values, key=values.get, reverse=True)}
+        raise UnionProxyReached(by_count)
+
+    return measure
+
+
+def union_proxy_values(select):
+    """What the stand-in for `source_values` raised on reaching it; `select()` calls select_by_proxies."""
     try:
         quiet(select)()
     except UnionProxyReached as reached:
-        values = reached.args[0]
+        return reached.args[0]
+    raise RuntimeError("select_by_proxies measured no source value (not the nested candidates?)")
+
+
+def cell(select) -> dict:
+    """Both values and orders for one cell; `select()` calls select_by_proxies."""
+    values = union_proxy_values(select)
     orders = {kind: sorted(values, key=lambda name: -values[name][kind]) for kind in ("inner_product", "cosine")}
     return {"values": values, "orders": orders, "same_order": orders["inner_product"] == orders["cosine"]}
 
@@ -68,7 +100,16 @@ def benchmark_config(task, budget: int, output_dir: str, variant: str) -> CADSCo
                          "selection_eval_batch_size": task.batch_size, **settings})
 
 
-def benchmark_cells(task_name: str, seeds: int, variant: str) -> dict:
+def examples_cell(select, quality_order: list[str] | None) -> dict:
+    """The cosine's order and time for each number of examples, and whether each order is the sources' order by
+    quality where it is known (the noisy sources, by noise), else the order from the most examples."""
+    by_count = union_proxy_values(select)
+    reference = quality_order or by_count[max(by_count)]["order"]
+    return {"by_examples": by_count, "reference": reference,
+            "same_order": {n: c["order"] == reference for n, c in by_count.items()}}
+
+
+def benchmark_cells(task_name: str, seeds: int, variant: str, examples: list[int] | None = None) -> dict:
     if task_name == "scarce":
         import noisy_sources as module
 
@@ -84,9 +125,16 @@ def benchmark_cells(task_name: str, seeds: int, variant: str) -> dict:
         task = make_task(seed)
         for budget in budgets:
             config = benchmark_config(task, budget, f"/tmp/cads_bench/source_values/{task_name}", variant)
-            cells[f"seed {seed}, budget {budget}"] = cell(lambda: select_by_proxies(
-                task.model, task.sources, task.validation, config, task.validation_error, data_collator=task.collator))
-            print(f"seed {seed}, budget {budget}:", cells[f"seed {seed}, budget {budget}"]["orders"], flush=True)
+            if examples:
+                config.proxy_value_examples = max(examples)
+            key = f"seed {seed}, budget {budget}"
+            select = lambda: select_by_proxies(  # noqa: E731
+                task.model, task.sources, task.validation, config, task.validation_error, data_collator=task.collator)
+            # The noisy sources are built in order of noise: their order by quality.
+            cells[key] = examples_cell(select, list(task.sources) if task_name == "scarce" else None) if examples \
+                else cell(select)
+            print(f"{key}:", {n: c["order"] for n, c in cells[key]["by_examples"].items()} if examples
+                  else cells[key]["orders"], flush=True)
     return cells
 
 
@@ -132,17 +180,26 @@ def main():
                                                        and "candidates" not in settings
                                                        and settings["proxy_candidates"] == "nested"],
                         help="The proxy variant whose union proxy is trained (scarce and instruct).")
+    parser.add_argument("--examples", type=int, nargs="+", default=None,
+                        help="Measure the cosine's order on the first N examples for each N (scarce and instruct).")
     parser.add_argument("--output", default=None)
     options = parser.parse_args()
+    if options.examples and options.task == "recipe":
+        parser.error("--examples is for --task scarce or instruct")
     torch.set_num_threads(1)  # as the benchmarks' runs: the values depend on the arithmetic's order
-    proxy_selection.source_values = both_values
+    proxy_selection.source_values = cosines_by_examples(options.examples) if options.examples else both_values
     if options.task == "recipe":
         cells = recipe_cells()
     else:
-        cells = benchmark_cells(options.task, options.seeds or (5 if options.task == "scarce" else 3), options.variant)
+        cells = benchmark_cells(options.task, options.seeds or (5 if options.task == "scarce" else 3), options.variant,
+                                options.examples)
     variant = {} if options.task == "recipe" else {"variant": VARIANTS[options.variant]}  # the recipe's cells name theirs
-    results = {"task": options.task, **variant, "cells": cells,
-               "same_order": sum(c["same_order"] for c in cells.values()), "total": len(cells)}
+    if options.examples:
+        summary = {"examples": options.examples,
+                   "same_order": {n: sum(c["same_order"][n] for c in cells.values()) for n in options.examples}}
+    else:
+        summary = {"same_order": sum(c["same_order"] for c in cells.values())}
+    results = {"task": options.task, **variant, "cells": cells, **summary, "total": len(cells)}
     print("wrote", write_results(f"source_values_{options.task}", results, options.output))
 
 

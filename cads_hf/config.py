@@ -124,17 +124,33 @@ class CADSConfig(TrainingArguments):
             cut to one or two examples may not train at the full run's rate; then set False or lower the rate.
             (Cutting the rate by the square root of the fraction with the batch did not select better in the
             scarce-clean benchmark: README, "Which reward".)
+        proxy_refine_fraction (`float`, *optional*, defaults to `0.5`):
+            Only for `select_by_proxies`: where the two best candidates' extrapolated errors are within
+            `proxy_refine_margin` of each other, both are trained on one more proxy at this fraction and ranked again
+            by the power law fitted to all their fractions. A two-point extrapolation over a short range cannot see a
+            mixture's error level off (repeated noisy labels memorized): at 16 epochs of the scarce-clean images it
+            put clean + 20% noise just below clean alone in two seeds of five, and the 50% proxies reversed the order
+            (README, "Which reward"). Skipped where it is not above every proxy fraction (the default `[0.25, 0.5]`);
+            None never refines.
+        proxy_refine_margin (`float`, defaults to `0.1`):
+            Only for `select_by_proxies`: refine (`proxy_refine_fraction`) where the runner-up's extrapolated error is
+            at most (1 + margin) times the best's. Each refinement costs two proxies at that fraction. In the
+            scarce-clean benchmark (15 budget-seed cells) the two wrong picks at 16 epochs came within 2.6% and 9.9%
+            of the best, the right picks at 16 epochs by 43% or more, and all but one cell at 1 and 4 epochs by 15% or
+            more: 10% refines the near-ties for about one more final run's samples, where 20% also refined a third of
+            the cells at 1 and 4 epochs, whose picks it did not change.
         proxy_cache_rows (`bool`, defaults to `True`):
             Only for `select_by_proxies`: keep each row the proxies read (of the cut sources and of the validation set)
             in memory, so that it is read once for all the candidates and repeats; at most the largest fraction of
             each source. A proxy's batch is small, and reading it took about half of a proxy's time on the noisy
             MNIST sources. Set False where reading a row is random (an augmenting transform: a cached row would keep
             one draw) or the rows do not fit in memory.
-        proxy_value_examples (`int`, defaults to `512`):
+        proxy_value_examples (`int`, defaults to `256`):
             Only for `select_by_proxies` with the nested candidates: the examples of each source (left out of the
             union's largest proxy) and of the validation set whose mean gradients give each source's value (their
-            cosine), which orders the nested candidates. One gradient pass over them; 256 examples per source put
-            the noisy MNIST sources in their noise order at every budget, on the trained union proxy.
+            cosine), which orders the nested candidates. One gradient pass over them, a fixed cost that matters at
+            small budgets: on the noisy MNIST sources 256 examples put the five sources in their noise order in every
+            cell measured at 1, 4 and 16 epochs (`benchmarks/value_examples.py`), for less than half the time of 512.
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
         selection_averaging (`str`, defaults to `"tail"`):
@@ -212,12 +228,20 @@ class CADSConfig(TrainingArguments):
     proxy_keep_steps: bool = field(
         default=True, metadata={"help": "select_by_proxies: cut the batch with the data, keeping the full run's steps."}
     )
+    proxy_refine_fraction: float | None = field(
+        default=0.5,
+        metadata={"help": "select_by_proxies: one more proxy fraction for the two best candidates when they are close."},
+    )
+    proxy_refine_margin: float = field(
+        default=0.1,
+        metadata={"help": "select_by_proxies: refine when the runner-up's error is within this relative margin."},
+    )
     proxy_cache_rows: bool = field(
         default=True,
         metadata={"help": "select_by_proxies: read each row once for all proxies (False for random transforms)."},
     )
     proxy_value_examples: int = field(
-        default=512,
+        default=256,
         metadata={"help": "select_by_proxies: examples per source (and of validation) that measure each source's value."},
     )
     selection_eval_batch_size: int | None = field(
@@ -282,6 +306,11 @@ class CADSConfig(TrainingArguments):
             "proxy_fractions",
             "one or more distinct fractions in (0, 1)",
         )
+        check(
+            self.proxy_refine_fraction is None or 0 < self.proxy_refine_fraction < 1, "proxy_refine_fraction",
+            "in (0, 1) or None",
+        )
+        check(self.proxy_refine_margin >= 0, "proxy_refine_margin", ">= 0")
         check(self.proxy_candidates in PROXY_CANDIDATES, "proxy_candidates", f"one of {PROXY_CANDIDATES}")
         check(self.proxy_value_examples >= 1, "proxy_value_examples", ">= 1")
         check(self.alignment_probe in ALIGNMENT_PROBES, "alignment_probe", f"one of {ALIGNMENT_PROBES}")

@@ -17,6 +17,10 @@ candidates). The cosine, not the inner product: garbage (random answers, wrong l
 gradients, and the inner product rewards their size. Or the caller names the candidate mixtures (a grid of ratios,
 say, as one would hand to `interleave_datasets`) and the proxies rank them. The result is a `Mixture` of the chosen
 candidate's ratios.
+
+Two fractions extrapolate over a short range, and cannot see a mixture's error level off as repeated noisy labels get
+memorized. Where the two best candidates come within `proxy_refine_margin` of each other, both are trained on one
+more, larger proxy (`proxy_refine_fraction`) and ranked again by the power law fitted to all their fractions.
 """
 
 from __future__ import annotations
@@ -163,7 +167,8 @@ def select_by_proxies(
         eval_dataset: the validation set (not cut).
         args: the budget (`compute_budget`, `budget_unit`), the batch size, the seed and the proxies
             (`proxy_candidates`; `proxy_fractions`, by default `default_proxy_fractions` of the number of candidates;
-            `proxy_keep_steps`, `proxy_value_examples`).
+            `proxy_refine_fraction`, `proxy_refine_margin`, `proxy_keep_steps`, `proxy_cache_rows`,
+            `proxy_value_examples`).
         validation_error: `(model) -> float`, positive, lower is better; defaults to the validation loss. For a
             classifier scored on accuracy pass one minus the accuracy.
         candidates: the mixtures to compare, each {source name: ratio in [0, 1]} (a source left out gets 0); by
@@ -172,8 +177,9 @@ def select_by_proxies(
     Returns:
         A `Mixture` with the chosen candidate's ratios (0 for the sources it leaves out); `config["candidates"]`
         holds every candidate's extrapolated error by `candidate_name` (and, for the nested candidates,
-        `config["source_values"]` each source's value, a cosine), and `metrics["proxy_samples_over_final"]` the
-        proxies' cost.
+        `config["source_values"]` each source's value, a cosine; where the two best were refined,
+        `config["refined"]` their errors extrapolated from every fraction, which decide between them), and
+        `metrics["proxy_samples_over_final"]` the proxies' cost.
     """
     if args.compute_budget is None:
         raise ValueError("select_by_proxies needs args.compute_budget: the budget of the final run.")
@@ -196,8 +202,9 @@ def select_by_proxies(
     else:
         readers = source_set.sources
     mean_tokens = float(example_lengths(source_set).mean()) if budget.unit == "tokens" else None
-    proxies = []  # (fraction, cut sources, budget, per-device batch size)
-    for fraction in fractions:
+
+    def proxy(fraction: float) -> tuple:
+        """(fraction, the sources cut to it, its budget, its per-device batch size)."""
         batch = args.per_device_train_batch_size
         if args.proxy_keep_steps:
             batch = max(1, round(fraction * batch))
@@ -215,7 +222,9 @@ def select_by_proxies(
                     "examples); raise the smallest fraction."
                 )
             cut[name] = SequenceDataset(source, indices)
-        proxies.append((fraction, cut, proxy_budget, batch))
+        return fraction, cut, proxy_budget, batch
+
+    proxies = [proxy(fraction) for fraction in sorted(fractions)]
 
     def validation_loss(trainer) -> float:
         # Read through the proxy Trainer's own collator and column filter, so that validation columns the model does
@@ -223,13 +232,11 @@ def select_by_proxies(
         collate = trainer._get_collator_with_removed_columns(trainer.data_collator, "validation")
         return dataset_loss(trainer.model, eval_dataset, collate, args.per_device_eval_batch_size, args.device)[0]
 
-    largest = max(fractions)
-
-    def proxy_runs(kept: dict[str, float]):
-        """The candidate's validation error extrapolated to full size, and the Trainer of its largest proxy."""
+    def proxy_errors(kept: dict[str, float], runs: list) -> tuple[dict[float, float], object]:
+        """The candidate's validation error on each proxy of `runs`, by fraction, and the Trainer of the last."""
         ratios = [kept.get(name, 0.0) for name in names]
         errors = {}
-        for fraction, cut, proxy_budget, batch in proxies:
+        for fraction, cut, proxy_budget, batch in runs:
             run_dir = os.path.join(args.output_dir, "proxies", f"{candidate_name(kept).replace('*', 'x')}-{fraction:g}")
             overrides = {**inner_run_overrides(run_dir), "per_device_train_batch_size": batch}
             set_seed(args.seed)  # as Trainer does before `model_init`: every candidate starts from the same weights
@@ -237,16 +244,18 @@ def select_by_proxies(
                 model_init(), cut, ratios, proxy_budget, args, args_overrides=overrides, **trainer_kwargs
             )
             errors[fraction] = validation_loss(trainer) if validation_error is None else validation_error(trainer.model)
-            if fraction == largest:
-                largest_trainer = trainer
+        return errors, trainer
+
+    def extrapolated(kept: dict[str, float], errors: dict[float, float]) -> float:
         try:
-            return extrapolate_to_full_size(errors), largest_trainer
+            return extrapolate_to_full_size(errors)
         except ValueError as error:  # a NaN or non-positive error: say which candidate
             raise ValueError(f"Candidate {candidate_name(kept)}: {error}") from None
 
     values = None
+    largest = max(fractions)
     if candidates is None:
-        union_error, union_proxy = proxy_runs(dict.fromkeys(names, 1.0))
+        union_errors, union_proxy = proxy_errors(dict.fromkeys(names, 1.0), proxies)  # proxies end with the largest
         # Value is measured on the examples the union's largest proxy did not train on: its cut is the start of the
         # same permutation. A source too small to leave any out is measured on all of its examples.
         cut = next(cut for fraction, cut, _, _ in proxies if fraction == largest)
@@ -257,10 +266,21 @@ def select_by_proxies(
         values = source_values(union_proxy, dict(zip(names, readers)), fresh, eval_dataset,
                                per_example=budget.unit == "samples", max_validation=args.proxy_value_examples)
         candidates = nested_candidates(values)  # the last is the union, already run
-        predicted = [proxy_runs(kept)[0] for kept in candidates[:-1]] + [union_error]
+        errors = [proxy_errors(kept, proxies)[0] for kept in candidates[:-1]] + [union_errors]
     else:
-        predicted = [proxy_runs(kept)[0] for kept in candidates]
-    kept, error = min(zip(candidates, predicted), key=lambda candidate: candidate[1])
+        errors = [proxy_errors(kept, proxies)[0] for kept in candidates]
+    predicted = [extrapolated(kept, e) for kept, e in zip(candidates, errors)]
+    contenders = sorted(range(len(candidates)), key=predicted.__getitem__)[:2]
+    refine = args.proxy_refine_fraction
+    refined = {}
+    if (refine is not None and refine > largest and len(contenders) == 2
+            and predicted[contenders[1]] <= (1 + args.proxy_refine_margin) * predicted[contenders[0]]):
+        extra = [proxy(refine)]
+        for number in contenders:
+            more = {**errors[number], **proxy_errors(candidates[number], extra)[0]}
+            refined[number] = extrapolated(candidates[number], more)
+    chosen = min(refined, key=refined.get) if refined else contenders[0]
+    kept, error = candidates[chosen], refined.get(chosen, predicted[chosen])
     return Mixture(
         ratios={name: kept.get(name, 0.0) for name in names},
         source_sizes=dict(zip(names, source_set.sizes)),
@@ -273,9 +293,11 @@ def select_by_proxies(
             "proxy_keep_steps": args.proxy_keep_steps,
             "candidates": {candidate_name(c): e for c, e in zip(candidates, predicted)},
             **({} if values is None else {"source_values": values}),
+            **({"refined": {candidate_name(candidates[n]): e for n, e in refined.items()}, "proxy_refine_fraction": refine}
+               if refined else {}),
         },
         metrics={
             "predicted_validation_error": error,
-            "proxy_samples_over_final": len(candidates) * float(sum(fractions)),
+            "proxy_samples_over_final": len(candidates) * float(sum(fractions)) + (len(refined) * refine if refined else 0.0),
         },
     )

@@ -20,6 +20,8 @@ from cads_hf import CADSConfig
         ("surrogate_kind", "quadratic"),
         ("proxy_fractions", [0.25, 0.25]),
         ("proxy_fractions", [0.0]),
+        ("proxy_refine_fraction", 1.0),
+        ("proxy_refine_margin", -0.1),
         ("nonfinite_loss", "ignore"),
         ("selection_update_interval", 0),
         ("selection_measure_interval", 0),

@@ -25,7 +25,7 @@ def config(tmp_path, **overrides) -> CADSConfig:
     values = dict(
         output_dir=str(tmp_path), per_device_train_batch_size=32, learning_rate=1e-2, lr_scheduler_type="constant",
         report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no", compute_budget=9000, seed=0,
-        proxy_fractions=[0.1, 0.25], proxy_candidates="nested",
+        proxy_fractions=[0.1, 0.25], proxy_candidates="nested", proxy_refine_fraction=None,
     )
     return CADSConfig(**{**values, **overrides})
 
@@ -141,6 +141,49 @@ def test_proxies_cut_data_budget_and_batch_and_the_extrapolation_decides(tmp_pat
     nan_for_b = {**errors, ((0.0, 1.0), 0.25): float("nan")}
     with pytest.raises(ValueError, match="Candidate B: Proxy at fraction 0.25 has error nan"):
         select_by_proxies(lambda: None, sources, None, config(tmp_path), validation_error=nan_for_b.get)
+
+
+def test_close_contenders_are_refined_by_a_larger_proxy(tmp_path, monkeypatch):
+    """A small clean source A and a noisy B (the errors of seed 1 at 16 epochs of the scarce-clean images). From 10%
+    and 25%, A + B (0.073) is predicted just below A alone (0.075): within the 10% margin, so both take a 50% proxy,
+    where A + B levels off (its noisy labels memorized) and A keeps falling; the fit through all three fractions puts
+    A alone first (0.094 against 0.113). B alone, third, is not refined."""
+    errors = {
+        ((1.0, 0.0), 0.1): 0.384, ((1.0, 0.0), 0.25): 0.2, ((1.0, 0.0), 0.5): 0.148,
+        ((1.0, 1.0), 0.1): 0.216, ((1.0, 1.0), 0.25): 0.14, ((1.0, 1.0), 0.5): 0.146,
+        ((0.0, 1.0), 0.1): 0.3, ((0.0, 1.0), 0.25): 0.25,
+    }
+    calls = []
+
+    def fake_train_on_mixture(model, cut, ratios, budget, args, args_overrides, **kwargs):
+        calls.append((tuple(ratios), round(budget.amount / 9000, 6)))
+        return SimpleNamespace(model=calls[-1])
+
+    monkeypatch.setattr(proxy_selection, "train_on_mixture", fake_train_on_mixture)
+    sources = {"A": list(range(40)), "B": list(range(400))}
+    candidates = [{"A": 1.0}, {"B": 1.0}, {"A": 1.0, "B": 1.0}]
+    two_point = {kept: extrapolate_to_full_size({f: errors[(kept, f)] for f in (0.1, 0.25)})
+                 for kept in [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]}
+    assert two_point[(1.0, 1.0)] < two_point[(1.0, 0.0)] <= 1.1 * two_point[(1.0, 1.0)] < two_point[(0.0, 1.0)]
+
+    refining = config(tmp_path, proxy_refine_fraction=0.5)
+    mixture = select_by_proxies(lambda: None, sources, None, refining, validation_error=errors.get, candidates=candidates)
+    assert mixture.ratios == {"A": 1.0, "B": 0.0}
+    assert sorted(call for call in calls if call[1] == 0.5) == [((1.0, 0.0), 0.5), ((1.0, 1.0), 0.5)]
+    three_point = {kept: extrapolate_to_full_size({f: errors[(kept, f)] for f in (0.1, 0.25, 0.5)})
+                   for kept in [(1.0, 0.0), (1.0, 1.0)]}
+    assert mixture.config["refined"] == {"A": three_point[(1.0, 0.0)], "A+B": three_point[(1.0, 1.0)]}
+    assert mixture.metrics["predicted_validation_error"] == three_point[(1.0, 0.0)]
+    assert mixture.metrics["proxy_samples_over_final"] == pytest.approx(3 * 0.35 + 2 * 0.5)
+    assert mixture.config["candidates"]["A+B"] == two_point[(1.0, 1.0)]  # the two-point errors stay on record
+
+    # Outside the margin, or with no fraction above the proxies', nothing more is trained and the two points decide.
+    for unrefined in (config(tmp_path, proxy_refine_fraction=0.5, proxy_refine_margin=0.01),
+                      config(tmp_path, proxy_refine_fraction=0.25)):
+        calls.clear()
+        mixture = select_by_proxies(lambda: None, sources, None, unrefined, validation_error=errors.get,
+                                    candidates=candidates)
+        assert mixture.ratios == {"A": 1.0, "B": 1.0} and "refined" not in mixture.config and len(calls) == 6
 
 
 def test_unset_fractions_are_the_largest_that_cost_at_most_2_25_final_runs(tmp_path, monkeypatch):
