@@ -508,9 +508,8 @@ def section() -> str:
             "The library's default for five sources (`proxy_refined`): `proxy` with each source's value measured on "
             "256 examples instead of 512, and where the two best candidates' extrapolated errors are within 10%, both "
             "train a 50% proxy and the power law through all three fractions decides between them. Seeds "
-            f"{refined['seeds']}, one run at a time beside one other benchmark run on the other core "
-            f"(`benchmarks/noisy_sources.py --rewards proxy_refined --seeds "
-            f"{len(refined['seeds'])} --epochs 1 4 16 --workers 1 --cache benchmarks/results/{refined['runs']} "
+            f"{refined['seeds']}, one run at a time with the other core idle (`benchmarks/noisy_sources.py "
+            f"--rewards proxy_refined --seeds {len(refined['seeds'])} --epochs 1 4 16 --workers 1 --cache benchmarks/results/{refined['runs']} "
             f"--output benchmarks/results/{stem}.json`; the cache held the fixed-mixture runs, copied from "
             "noisy_sources_scarce.runs.jsonl). The runs refined, with each contender's error from two fractions and "
             "from three, and the cost per seed:",
@@ -519,7 +518,7 @@ def section() -> str:
                 f"{name} {error['two_point']:.3f} -> {error['all_fractions']:.3f}" for name, error in errors.items())
               for row in refined["rows"] for seed, errors in row[variant]["refined"].items()),
             *(f"- budget {row['budget']}: cost per seed "
-              + " / ".join(f"{c:.1f}x" for c in row[variant]["selection_cost_per_seed"]) for row in refined["rows"]),
+              + " / ".join(f"{c:.2f}x" for c in row[variant]["selection_cost_per_seed"]) for row in refined["rows"]),
             "",
             *proxy_tables(refined, 100, 1, "%", lower_is_better=False),
         ]
