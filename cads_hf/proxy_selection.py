@@ -272,7 +272,7 @@ def select_by_proxies(
     predicted = [extrapolated(kept, e) for kept, e in zip(candidates, errors)]
     contenders = sorted(range(len(candidates)), key=predicted.__getitem__)[:2]
     refine = args.proxy_refine_fraction
-    refined = {}
+    refined = {}  # candidate number -> error extrapolated from every fraction, for the two refined
     if (refine is not None and refine > largest and len(contenders) == 2
             and predicted[contenders[1]] <= (1 + args.proxy_refine_margin) * predicted[contenders[0]]):
         extra = [proxy(refine)]
@@ -280,6 +280,8 @@ def select_by_proxies(
             more = {**errors[number], **proxy_errors(candidates[number], extra)[0]}
             refined[number] = extrapolated(candidates[number], more)
     chosen = min(refined, key=refined.get) if refined else contenders[0]
+    refinement = {"refined": {candidate_name(candidates[n]): e for n, e in refined.items()},
+                  "proxy_refine_fraction": refine} if refined else {}
     kept, error = candidates[chosen], refined.get(chosen, predicted[chosen])
     return Mixture(
         ratios={name: kept.get(name, 0.0) for name in names},
@@ -293,11 +295,10 @@ def select_by_proxies(
             "proxy_keep_steps": args.proxy_keep_steps,
             "candidates": {candidate_name(c): e for c, e in zip(candidates, predicted)},
             **({} if values is None else {"source_values": values}),
-            **({"refined": {candidate_name(candidates[n]): e for n, e in refined.items()}, "proxy_refine_fraction": refine}
-               if refined else {}),
+            **refinement,
         },
         metrics={
             "predicted_validation_error": error,
-            "proxy_samples_over_final": len(candidates) * float(sum(fractions)) + (len(refined) * refine if refined else 0.0),
+            "proxy_samples_over_final": len(candidates) * float(sum(fractions)) + len(refined) * (refine or 0.0),
         },
     )
