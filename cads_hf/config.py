@@ -134,11 +134,10 @@ class CADSConfig(TrainingArguments):
             None never refines.
         proxy_refine_margin (`float`, defaults to `0.1`):
             Only for `select_by_proxies`: refine (`proxy_refine_fraction`) where the runner-up's extrapolated error is
-            at most (1 + margin) times the best's. Each refinement costs two proxies at that fraction. In the
-            scarce-clean benchmark (15 budget-seed cells) the two wrong picks at 16 epochs came within 2.6% and 9.9%
-            of the best, the right picks at 16 epochs by 43% or more, and all but one cell at 1 and 4 epochs by 15% or
-            more: 10% refines the near-ties for about one more final run's samples, where 20% also refined a third of
-            the cells at 1 and 4 epochs, whose picks it did not change.
+            at most (1 + margin) times the best's. Each refinement costs two proxies at that fraction (about one more
+            final run's samples at 0.5). In the scarce-clean benchmark (15 budget-seed cells) the runners-up of the
+            two wrong two-point picks at 16 epochs came within 2.6% and 9.9%, one cell at 4 epochs within 0.2%, and the
+            other twelve 15% or more behind: 10% refines those three (README, "Which reward").
         proxy_cache_rows (`bool`, defaults to `True`):
             Only for `select_by_proxies`: keep each row the proxies read (of the cut sources and of the validation set)
             in memory, so that it is read once for all the candidates and repeats; at most the largest fraction of
@@ -150,7 +149,8 @@ class CADSConfig(TrainingArguments):
             union's largest proxy) and of the validation set whose mean gradients give each source's value (their
             cosine), which orders the nested candidates. One gradient pass over them, a fixed cost that matters at
             small budgets: on the noisy MNIST sources 256 examples put the five sources in their noise order in every
-            cell measured at 1, 4 and 16 epochs (`benchmarks/value_examples.py`), for less than half the time of 512.
+            cell measured at 1, 4 and 16 epochs (15 of 15; 512: 14 of 15), for less than half the time of 512
+            (`benchmarks/source_values.py --examples`).
         selection_eval_batch_size (`int`, *optional*):
             Validation examples per step for L_val(theta); defaults to `per_device_eval_batch_size`.
         selection_averaging (`str`, defaults to `"tail"`):
