@@ -521,6 +521,9 @@ def section() -> str:
               + " / ".join(f"{c:.2f}x" for c in row[variant]["selection_cost_per_seed"]) for row in refined["rows"]),
             "",
             *proxy_tables(refined, 100, 1, "%", lower_is_better=False),
+            *ratio_table(refined),
+            "",
+            *figure(stem, "the default's ratios against the budget, beside the oracle's best fixed mixture"),
         ]
     noise = load("proxy_noise")
     if noise:
