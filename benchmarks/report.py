@@ -510,8 +510,8 @@ def section() -> str:
             "train a 50% proxy and the power law through all three fractions decides between them. Seeds "
             f"{refined['seeds']}, one run at a time with the other core idle (`benchmarks/noisy_sources.py "
             f"--rewards proxy_refined --seeds {len(refined['seeds'])} --epochs 1 4 16 --workers 1 "
-            f"--cache benchmarks/results/{refined['runs']} --output benchmarks/results/{stem}.json`; the cache held the fixed-mixture runs, copied from "
-            "noisy_sources_scarce.runs.jsonl). The runs refined, with each contender's error from two fractions and "
+            f"--cache benchmarks/results/{refined['runs']} --output benchmarks/results/{stem}.json`; the cache held "
+            "the fixed-mixture runs, copied from noisy_sources_scarce.runs.jsonl). The runs refined, with each contender's error from two fractions and "
             "from three, and the cost per seed:",
             "",
             *(f"- budget {row['budget']}, seed {seed}: " + "; ".join(

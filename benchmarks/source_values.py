@@ -44,6 +44,8 @@ import cads_hf.proxy_selection as proxy_selection
 from cads_hf import CADSConfig, select_by_proxies
 from cads_hf.proxy_selection import cosine, default_proxy_fractions, inner_product, source_gradients
 
+LIBRARY_SOURCE_VALUES = proxy_selection.source_values  # main() replaces the module's with a stand-in
+
 
 class UnionProxyReached(Exception):
     """Raised in place of the source values: the rest of the selection is not needed here."""
@@ -67,9 +69,7 @@ def cosines_by_examples(counts):
         by_count = {}
         for n in counts:
             start = time.perf_counter()
-            validation, gradients = source_gradients(trainer, sources, [e[:n] for e in examples], eval_dataset,
-                                                     per_example, n)
-            values = {name: cosine(validation, g) for name, g in gradients.items()}
+            values = LIBRARY_SOURCE_VALUES(trainer, sources, [e[:n] for e in examples], eval_dataset, per_example, n)
             by_count[n] = {"seconds": time.perf_counter() - start, "cosine": values,
                            "order": sorted(values, key=values.get, reverse=True)}
         raise UnionProxyReached(by_count)
